@@ -1,0 +1,111 @@
+"""The one place connections are opened: pragmas set per connection and read back.
+
+busy_timeout, synchronous and cache_size are per-connection settings in SQLite and
+vanish with the connection, so every connection a worker, producer or monitor opens
+comes from :func:`connect`. The journal mode is persistent in the file and is set
+once by :func:`prepare`, before any worker starts, because changing it needs a lock
+that a booting pool would fight over.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from dataclasses import dataclass
+from typing import Any
+
+from .settings import Settings
+
+__all__ = ["DatabaseError", "Pragmas", "connect", "prepare", "read_pragmas", "verify"]
+
+
+class DatabaseError(RuntimeError):
+    """The database is not set up the way the settings say it must be."""
+
+
+@dataclass(frozen=True)
+class Pragmas:
+    """What a connection really runs with, read back from SQLite."""
+
+    journal_mode: str
+    busy_timeout_ms: int
+    synchronous: str
+    cache_size_kib: int
+    sqlite_version: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "journal_mode": self.journal_mode,
+            "busy_timeout_ms": self.busy_timeout_ms,
+            "synchronous": self.synchronous,
+            "cache_size_kib": self.cache_size_kib,
+            "sqlite_version": self.sqlite_version,
+        }
+
+
+_SYNCHRONOUS_NAMES = {0: "OFF", 1: "NORMAL", 2: "FULL", 3: "EXTRA"}
+
+
+def connect(path: str | os.PathLike[str], settings: Settings, *, read_only: bool = False) -> sqlite3.Connection:
+    """Open a connection with the settings' pragmas applied.
+
+    ``isolation_level=None`` leaves transactions to the caller: every multi-statement
+    write says ``BEGIN IMMEDIATE`` (or ``BEGIN`` when that fix is disabled) itself,
+    because the sqlite3 module's implicit ``BEGIN`` is DEFERRED and turns a read then
+    write into SQLITE_BUSY_SNAPSHOT under load.
+    """
+    if read_only:
+        uri = f"file:{os.fspath(path)}?mode=ro"
+        conn = sqlite3.connect(uri, uri=True, timeout=settings.busy_timeout_ms / 1000, isolation_level=None)
+    else:
+        conn = sqlite3.connect(os.fspath(path), timeout=settings.busy_timeout_ms / 1000, isolation_level=None)
+    # busy_timeout goes first: every later statement may already meet a lock.
+    conn.execute(f"PRAGMA busy_timeout = {int(settings.busy_timeout_ms)}")
+    conn.execute(f"PRAGMA synchronous = {settings.synchronous}")
+    conn.execute(f"PRAGMA cache_size = {-int(settings.cache_size_mb) * 1024}")
+    return conn
+
+
+def prepare(path: str | os.PathLike[str], settings: Settings) -> Pragmas:
+    """Set the persistent journal mode once and return the pragmas read back."""
+    conn = connect(path, settings)
+    try:
+        wanted = "wal" if settings.wal else "delete"
+        current = conn.execute("PRAGMA journal_mode").fetchone()[0].lower()
+        if current != wanted:
+            conn.execute(f"PRAGMA journal_mode = {wanted}").fetchall()
+        return verify(conn, settings)
+    finally:
+        conn.close()
+
+
+def read_pragmas(conn: sqlite3.Connection) -> Pragmas:
+    """The pragmas this connection runs with."""
+    return Pragmas(
+        journal_mode=str(conn.execute("PRAGMA journal_mode").fetchone()[0]).lower(),
+        busy_timeout_ms=int(conn.execute("PRAGMA busy_timeout").fetchone()[0]),
+        synchronous=_SYNCHRONOUS_NAMES.get(int(conn.execute("PRAGMA synchronous").fetchone()[0]), "?"),
+        cache_size_kib=-int(conn.execute("PRAGMA cache_size").fetchone()[0]),
+        sqlite_version=sqlite3.sqlite_version,
+    )
+
+
+def verify(conn: sqlite3.Connection, settings: Settings) -> Pragmas:
+    """Read the pragmas back and fail loudly when SQLite did not take one."""
+    pragmas = read_pragmas(conn)
+    expected = {
+        "journal_mode": "wal" if settings.wal else "delete",
+        "busy_timeout_ms": settings.busy_timeout_ms,
+        "synchronous": settings.synchronous,
+        "cache_size_kib": settings.cache_size_mb * 1024,
+    }
+    wrong = {k: (getattr(pragmas, k), v) for k, v in expected.items() if getattr(pragmas, k) != v}
+    if wrong:
+        detail = ", ".join(f"{k} is {got!r}, settings want {want!r}" for k, (got, want) in wrong.items())
+        raise DatabaseError(f"{os.fspath(conn_path(conn))}: {detail}")
+    return pragmas
+
+
+def conn_path(conn: sqlite3.Connection) -> str:
+    row = conn.execute("PRAGMA database_list").fetchone()
+    return str(row[2]) if row else "?"

@@ -1,0 +1,81 @@
+"""A pytest session's load runs: run a scenario, judge it, keep or tidy its files.
+
+The criteria items and the ``quaero_run`` fixture both come here, so a scenario is
+run, judged and cleaned up the same way whichever asked for it. Results stay in
+``results`` for the terminal summary and the reports.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .criteria import Thresholds, evaluate, thresholds_for
+from .metrics import RunResult
+from .pool import EndpointFactory, Handler, open_endpoint
+from .run import Progress, run_scenario
+from .scenarios import Scenario
+from .settings import Settings
+
+__all__ = ["Harness"]
+
+
+@dataclass
+class Harness:
+    """Runs scenarios for one pytest session (or one xdist worker)."""
+
+    settings: Settings
+    base_dir: Path | None = None
+    make_base_dir: Callable[[], Path] | None = None
+    results: list[RunResult] = field(default_factory=list)
+    on_progress: Callable[[Progress], None] | None = None
+    on_result: list[Callable[[RunResult], None]] = field(default_factory=list)
+    _runs: int = 0
+
+    def thresholds(self, scenario: Scenario, settings: Settings | None = None) -> Thresholds:
+        return thresholds_for(scenario, (settings or self.settings).thresholds)
+
+    def _run_dir(self, scenario: Scenario) -> Path:
+        if self.base_dir is None:
+            self.base_dir = self.make_base_dir() if self.make_base_dir else Path(tempfile.mkdtemp(prefix="quaero-"))
+        self._runs += 1
+        return self.base_dir / f"{self._runs:02d}-{scenario.name}"
+
+    def run(
+        self,
+        scenario: Scenario,
+        settings: Settings | None = None,
+        *,
+        handler: Handler | None = None,
+        endpoint_factory: EndpointFactory = open_endpoint,
+        thresholds: Thresholds | None = None,
+        **run_options: Any,
+    ) -> RunResult:
+        """Run ``scenario`` once, attach its verdicts, and keep its files only if it failed."""
+        settings = settings or self.settings
+        thresholds = thresholds or self.thresholds(scenario, settings)
+        result = run_scenario(
+            scenario, settings, run_dir=self._run_dir(scenario), handler=handler,
+            endpoint_factory=endpoint_factory, on_progress=self.on_progress,
+            deadline=thresholds.max_execution_time, **run_options,
+        )
+        result.verdicts = [verdict.as_dict() for verdict in evaluate(result, thresholds)]
+        self.finish(result, keep=bool(settings.db_path))
+        return result
+
+    def finish(self, result: RunResult, *, keep: bool) -> None:
+        """Record a judged result; a passing run on a temporary file leaves no file behind."""
+        result.extra["kept"] = keep or not result.passed
+        if not result.extra["kept"]:
+            for suffix in ("", "-wal", "-shm", "-journal"):
+                try:
+                    os.unlink(result.db_path + suffix)
+                except FileNotFoundError:
+                    pass
+        self.results.append(result)
+        for callback in self.on_result:
+            callback(result)

@@ -1,0 +1,151 @@
+"""The template's consistency SQL, run for real after the drain.
+
+Each query is the template's own, narrowed to one run's jobs (``id GLOB 'RUN-*'``)
+so a kept database that holds several runs still judges each one alone. The rows
+come back with the SQL text, so the Markdown report prints the query next to its
+real result.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from typing import Any
+
+__all__ = ["check", "child_id", "parent_id", "run_glob"]
+
+
+def parent_id(run_id: str, index: int) -> str:
+    return f"{run_id}-parent-{index}"
+
+
+def child_id(run_id: str, parent_index: int, child_index: int) -> str:
+    return f"{run_id}-child-{parent_index}-{child_index}"
+
+
+def run_glob(run_id: str) -> str:
+    return f"{run_id}-*"
+
+
+ORPHANS_SQL = """SELECT COUNT(*) FROM crawl_jobs
+WHERE parent_id != ''
+AND parent_id NOT IN (SELECT id FROM crawl_jobs WHERE parent_id = '')
+AND id GLOB :run"""
+
+CHILD_COUNT_SQL = """SELECT parent_id, COUNT(*) as child_count
+FROM crawl_jobs
+WHERE parent_id != '' AND id GLOB :run
+GROUP BY parent_id"""
+
+HIERARCHY_SQL = """SELECT
+    p.id as parent_id,
+    p.name as parent_name,
+    COUNT(c.id) as child_count
+FROM crawl_jobs p
+LEFT JOIN crawl_jobs c ON p.id = c.parent_id
+WHERE p.job_type = 'parent' AND p.id GLOB :run
+GROUP BY p.id, p.name
+ORDER BY child_count DESC"""
+
+PROGRESS_SQL = """SELECT
+    p.id, p.status, p.total_urls, p.completed_urls, p.failed_urls, p.pending_urls,
+    COALESCE(SUM(c.status = 'completed'), 0) as children_completed,
+    COALESCE(SUM(c.status = 'failed'), 0) as children_failed,
+    COUNT(c.id) as children
+FROM crawl_jobs p
+LEFT JOIN crawl_jobs c ON p.id = c.parent_id
+WHERE p.job_type = 'parent' AND p.id GLOB :run
+GROUP BY p.id"""
+
+# The template's queue query names columns goqite never had (queue_name, received_at);
+# this is the same question asked of goqite's real columns.
+QUEUE_SQL = """SELECT
+    queue as queue_name,
+    COUNT(*) as pending_messages,
+    COALESCE(SUM(received >= :max_receive), 0) as dead_messages
+FROM goqite
+WHERE queue = :queue
+GROUP BY queue"""
+
+
+def check(
+    conn: sqlite3.Connection,
+    run_id: str,
+    *,
+    parents: int,
+    children_per_parent: int,
+    queue_name: str,
+    max_receive: int,
+) -> dict[str, Any]:
+    """Orphans, children per parent, parent progress and status, messages left."""
+    params = {"run": run_glob(run_id), "queue": queue_name, "max_receive": max_receive}
+    orphans = int(conn.execute(ORPHANS_SQL, params).fetchone()[0])
+    child_counts = conn.execute(CHILD_COUNT_SQL, params).fetchall()
+    hierarchy = conn.execute(HIERARCHY_SQL, params).fetchall()
+    progress = conn.execute(PROGRESS_SQL, params).fetchall()
+    queue_rows = conn.execute(QUEUE_SQL, params).fetchall()
+
+    expected_ids = {parent_id(run_id, p) for p in range(1, parents + 1)}
+    found = {row[0]: row for row in progress}
+    missing_parents = sorted(expected_ids - set(found))
+    missing_children = children_per_parent * len(missing_parents)
+    extra_children = 0
+    progress_mismatches: list[str] = []
+    status_mismatches: list[str] = []
+    parents_ok = 0
+    for pid, status, total, completed, failed, pending, kids_done, kids_failed, kids in progress:
+        problems = []
+        if kids < children_per_parent:
+            missing_children += children_per_parent - kids
+            problems.append("children")
+        elif kids > children_per_parent:
+            extra_children += kids - children_per_parent
+            problems.append("children")
+        if (total, completed, failed, pending) != (
+            children_per_parent, kids_done, kids_failed, children_per_parent - kids_done - kids_failed
+        ):
+            progress_mismatches.append(
+                f"{pid}: counters total={total} completed={completed} failed={failed} pending={pending}, "
+                f"children say completed={kids_done} failed={kids_failed} of {kids}"
+            )
+            problems.append("progress")
+        if (status == "completed") != (pending == 0):
+            status_mismatches.append(f"{pid}: status {status!r} with {pending} pending")
+            problems.append("status")
+        if not problems and pid in expected_ids:
+            parents_ok += 1
+
+    children_found = sum(row[1] for row in child_counts)
+    children_completed = sum(row[6] for row in progress)
+    children_failed = sum(row[7] for row in progress)
+    children_ok = max(0, min(children_found - orphans - extra_children, parents * children_per_parent))
+    expected_total = parents + parents * children_per_parent
+    integrity_pct = 100.0 * (parents_ok + children_ok) / expected_total if expected_total else 100.0
+    queue_row = queue_rows[0] if queue_rows else (queue_name, 0, 0)
+    return {
+        "parents_expected": parents,
+        "parents_found": len(found),
+        "missing_parents": missing_parents,
+        "children_expected": parents * children_per_parent,
+        "children_found": children_found,
+        "children_completed": children_completed,
+        "children_failed": children_failed,
+        "orphans": orphans,
+        "missing_children": missing_children,
+        "extra_children": extra_children,
+        "progress_mismatches": progress_mismatches,
+        "status_mismatches": status_mismatches,
+        "parents_ok": parents_ok,
+        "children_ok": children_ok,
+        "integrity_pct": integrity_pct,
+        "children_per_parent": [[row[0], row[1], row[2]] for row in hierarchy],
+        "messages_left": int(queue_row[1]),
+        "dead_messages": int(queue_row[2]),
+        "queries": [
+            {"title": "Verify no orphaned children", "sql": ORPHANS_SQL, "rows": [[orphans]]},
+            {"title": "Verify no missing expected children", "sql": CHILD_COUNT_SQL,
+             "rows": [list(r) for r in child_counts]},
+            {"title": "Queue Statistics Query", "sql": QUEUE_SQL, "rows": [list(r) for r in queue_rows]},
+            {"title": "Job Hierarchy Validation Query", "sql": HIERARCHY_SQL, "rows": [list(r) for r in hierarchy]},
+            {"title": "Parent progress against child statuses", "sql": PROGRESS_SQL, "rows": [list(r) for r in progress]},
+        ],
+    }

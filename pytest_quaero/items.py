@@ -1,0 +1,106 @@
+"""Test items of the plugin's own: ``quaero[medium]::sqlite_busy_errors`` and friends.
+
+A scenario is a collector whose ``setup`` runs the load once (pytest calls it when
+the scenario's first item runs); each criterion is an item that passes or fails on
+the verdict with ``measured X, required Y`` and no traceback.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from .criteria import CRITERIA, Verdict
+from .harness import Harness
+from .metrics import RunResult
+from .scenarios import Scenario
+
+__all__ = ["CriterionFailed", "CriterionItem", "ScenarioNode", "make_scenario_nodes"]
+
+
+class CriterionFailed(AssertionError):
+    """A criterion's verdict was FAIL."""
+
+    def __init__(self, verdict: Verdict) -> None:
+        super().__init__(verdict.message)
+        self.verdict = verdict
+
+
+class ScenarioNode(pytest.Collector):
+    """``quaero[<scenario>]``: one load run, judged by the criterion items below it."""
+
+    scenario: Scenario
+    harness: Harness
+    result: RunResult | None
+
+    @classmethod
+    def create(cls, parent: pytest.Session, scenario: Scenario, harness: Harness) -> ScenarioNode:
+        name = f"quaero[{scenario.name}]"
+        node: ScenarioNode = cls.from_parent(parent, name=name, nodeid=name)
+        node.scenario = scenario
+        node.harness = harness
+        node.result = None
+        return node
+
+    def collect(self) -> list[pytest.Item]:
+        return [CriterionItem.from_parent(self, name=criterion.key) for criterion in CRITERIA]
+
+    def setup(self) -> None:
+        self.result = self.harness.run(self.scenario)
+
+    def verdict(self, key: str) -> Verdict:
+        assert self.result is not None
+        for data in self.result.verdicts:
+            if data["criterion"] == key:
+                return Verdict.from_dict(data)
+        raise LookupError(f"{self.name}: no verdict for {key!r}")
+
+    def reportinfo(self) -> tuple[Any, int | None, str]:
+        return self.path, None, self.name
+
+
+class CriterionItem(pytest.Item):
+    """One criterion of one scenario: passes or fails on the run's verdict."""
+
+    parent: ScenarioNode
+
+    def runtest(self) -> None:
+        verdict = self.parent.verdict(self.name)
+        self.user_properties.extend([
+            ("quaero_scenario", self.parent.scenario.name),
+            ("quaero_measured", verdict.measured),
+            ("quaero_required", verdict.required),
+            ("quaero_status", verdict.status),
+        ])
+        if not verdict.passed:
+            raise CriterionFailed(verdict)
+
+    def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> Any:
+        if isinstance(excinfo.value, CriterionFailed):
+            verdict = excinfo.value.verdict
+            result = self.parent.result
+            lines = [f"{self.parent.name} {verdict.title}: {verdict.message}"]
+            if result is not None and result.extra.get("kept"):
+                lines.append(f"database kept: {result.db_path}")
+                lines.append(f"log kept:      {result.log_path}")
+            return "\n".join(lines)
+        return super().repr_failure(excinfo, style=style)
+
+    def reportinfo(self) -> tuple[Any, int | None, str]:
+        return self.path, None, self.nodeid
+
+
+def make_scenario_nodes(session: pytest.Session, scenarios: list[Scenario], harness: Harness) -> list[pytest.Item]:
+    """All criterion items of every chosen scenario, in the order given."""
+    items: list[pytest.Item] = []
+    for scenario in scenarios:
+        node = ScenarioNode.create(session, scenario, harness)
+        # Collected the way pytest collects any node, so "collected N items", --co and
+        # the collect hooks of other plugins see these items like any others.
+        report = session.ihook.pytest_make_collect_report(collector=node)
+        session.ihook.pytest_collectreport(report=report)
+        if report.failed:
+            raise pytest.UsageError(f"{node.name}: could not be collected: {report.longreprtext}")
+        items.extend(x for x in report.result if isinstance(x, pytest.Item))
+    return items

@@ -1,0 +1,205 @@
+"""pytest-quaero's pytest wiring: options, ini keys, marker, fixtures, hooks.
+
+No logic of its own lives here: settings are resolved by :mod:`.settings`, runs
+happen in :mod:`.harness`, items come from :mod:`.items`, and the table printed at
+the end from :mod:`.summary`. Those are imported only when a scenario is chosen,
+so an installed but unused plugin costs one small import.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+from .fixtures import quaero_db, quaero_pool, quaero_queue, quaero_run, quaero_settings, quaero_store  # noqa: F401
+from .settings import FIELDS, Settings, SettingsError, resolve
+
+if TYPE_CHECKING:
+    from .harness import Harness
+    from .scenarios import Scenario
+
+MARKER = (
+    "quaero_scenario(name=None, *, parents=None, children=None, time_limit=None, **settings): "
+    "the load scenario quaero_run() runs in this test: a name (light, medium, heavy) or a custom "
+    "parents x children tree; keyword settings (workers=4, stagger='100ms', ...) override the session's."
+)
+
+
+@dataclass
+class QuaeroState:
+    """Per-session state, kept in ``config.stash``."""
+
+    config: pytest.Config
+    settings: Settings
+    scenarios: list[Scenario] = field(default_factory=list)
+    _harness: Harness | None = None
+
+    @property
+    def harness(self) -> Harness:
+        if self._harness is None:
+            from .harness import Harness
+
+            factory = getattr(self.config, "_tmp_path_factory", None)
+            self._harness = Harness(
+                self.settings, make_base_dir=(lambda: factory.mktemp("quaero", numbered=True)) if factory else None
+            )
+        return self._harness
+
+
+STATE_KEY = pytest.StashKey[QuaeroState]()
+
+
+def state(config: pytest.Config) -> QuaeroState:
+    return config.stash[STATE_KEY]
+
+
+# ---------------------------------------------------------------- options
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("quaero", "database-lock regression testing (pytest-quaero)")
+    group.addoption(
+        "--quaero-scenario", dest="quaero_scenario", metavar="NAME[,NAME]",
+        help="run these load scenarios as test items: light (5x20), medium (10x50), heavy (15x100), "
+        "a comma-separated list, or all.",
+    )
+    group.addoption(
+        "--quaero-config", dest="quaero_config", metavar="PATH",
+        help="settings file in Quaero's TOML format ([queue], [storage.sqlite], [load_test], [thresholds]).",
+    )
+    group.addoption(
+        "--quaero-threshold", dest="quaero_threshold", action="append", default=[], metavar="[SCENARIO.]KEY=VALUE",
+        help="override a criterion threshold, e.g. medium.min_throughput=20 (repeatable).",
+    )
+    for spec in FIELDS:
+        group.addoption(spec.option, dest=f"quaero_{spec.name}", metavar=spec.metavar, help=spec.help + ".")
+        parser.addini(spec.ini or f"quaero_{spec.name}", spec.help + ".", default=None)
+    parser.addini(
+        "quaero_thresholds", "criterion thresholds, one per line: [SCENARIO.]KEY = VALUE.", type="linelist", default=[]
+    )
+
+
+def _resolve_settings(config: pytest.Config) -> Settings:
+    ini_name = Path(str(config.inipath)).name if config.inipath else "ini file"
+    cli = {spec.name: config.getoption(f"quaero_{spec.name}") for spec in FIELDS}
+    ini = {spec.ini: config.getini(spec.ini) for spec in FIELDS if spec.ini}
+    return resolve(
+        cli, os.environ, ini,
+        config_file=config.getoption("quaero_config"),
+        ini_name=ini_name,
+        threshold_cli=config.getoption("quaero_threshold"),
+        threshold_ini=config.getini("quaero_thresholds"),
+    )
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", MARKER)
+    try:
+        settings = _resolve_settings(config)
+        scenarios: list[Scenario] = []
+        chosen = config.getoption("quaero_scenario")
+        if chosen is not None or settings.thresholds:
+            from .criteria import check_threshold_scopes, thresholds_for
+            from .scenarios import BUILTIN, parse_scenarios
+
+            if chosen is not None:
+                scenarios = parse_scenarios(chosen, BUILTIN)
+            check_threshold_scopes(settings.thresholds, BUILTIN)
+            for scenario in scenarios or BUILTIN.values():
+                thresholds_for(scenario, settings.thresholds)
+    except (SettingsError, ValueError) as exc:
+        raise pytest.UsageError(str(exc)) from None
+    config.stash[STATE_KEY] = QuaeroState(config, settings, scenarios)
+
+
+def pytest_report_header(config: pytest.Config) -> list[str] | None:
+    current = state(config)
+    if not current.scenarios:
+        return None
+    s = current.settings
+    return [
+        f"quaero: scenarios {', '.join(sc.name for sc in current.scenarios)}; {s.workers} workers ({s.worker_mode}), "
+        f"stagger {s.describe('stagger')}, busy_timeout {s.describe('busy_timeout_ms')}, retries "
+        f"{s.retry_attempts}x{s.describe('retry_backoff')}, journal {'WAL' if s.wal else 'DELETE'}, "
+        f"seed {s.seed}"
+    ]
+
+
+# ---------------------------------------------------------------- marker
+
+
+def scenario_from_marker(
+    config: pytest.Config, args: tuple[Any, ...], kwargs: dict[str, Any], *, where: str
+) -> tuple[Scenario, Settings]:
+    """The scenario and settings a ``quaero_scenario`` marker (or quaero_run call) asks for."""
+    from .scenarios import BUILTIN, Scenario
+
+    kwargs = dict(kwargs)
+    if len(args) > 1:
+        raise pytest.UsageError(f"{where}: takes at most one scenario name, got {args!r}.")
+    name = args[0] if args else kwargs.pop("name", None)
+    parents, children = kwargs.pop("parents", None), kwargs.pop("children", None)
+    time_limit = kwargs.pop("time_limit", None)
+    try:
+        if isinstance(name, Scenario):
+            scenario = name
+        elif name is not None and (parents is None and children is None):
+            if str(name) not in BUILTIN:
+                raise ValueError(f"unknown scenario {name!r}; allowed: {', '.join(BUILTIN)}")
+            scenario = BUILTIN[str(name)]
+        else:
+            base = BUILTIN.get(str(name)) if name is not None else None
+            scenario = Scenario(
+                str(name or "custom"),
+                int(parents if parents is not None else (base.parents if base else 1)),
+                int(children if children is not None else (base.children if base else 1)),
+                float(base.time_limit if base else 300.0),
+            )
+        if time_limit is not None:
+            from dataclasses import replace
+
+            from .settings import parse_duration
+
+            seconds = float(time_limit) if isinstance(time_limit, (int, float)) else parse_duration(str(time_limit))
+            scenario = replace(scenario, time_limit=seconds)
+        settings = state(config).settings
+        if kwargs:
+            settings = settings.replace(source=where, **kwargs)
+    except (SettingsError, ValueError, TypeError) as exc:
+        raise pytest.UsageError(f"{where}: {exc}") from None
+    return scenario, settings
+
+
+# ---------------------------------------------------------------- collection
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list[pytest.Item]) -> None:
+    # tryfirst: our items join before -k / -m deselection, so those select them too.
+    for item in items:
+        marker = item.get_closest_marker("quaero_scenario")
+        if marker is not None:
+            scenario_from_marker(config, marker.args, marker.kwargs,
+                                 where=f"@pytest.mark.quaero_scenario on {item.nodeid}")
+    current = state(config)
+    if current.scenarios:
+        from .items import make_scenario_nodes
+
+        items.extend(make_scenario_nodes(session, current.scenarios, current.harness))
+
+
+# ---------------------------------------------------------------- summary
+
+
+def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
+    current = config.stash.get(STATE_KEY, None)
+    if current is None or current._harness is None or not current._harness.results:
+        return
+    from .summary import write_summary
+
+    write_summary(terminalreporter, current._harness.results)

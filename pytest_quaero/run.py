@@ -1,0 +1,371 @@
+"""One scenario run: seed the crawl-job tree, drain it with the pool, validate, record.
+
+The order is the template's: create the schema (once, before any worker), start
+the staggered pool, create the parents concurrently (one producer per parent:
+parent row, then each child row together with its message), watch the queue until
+it is drained, stop the pool, run the integrity SQL. The run measures and records;
+it never decides pass or fail (that is :mod:`pytest_quaero.criteria`).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import platform
+import secrets
+import sqlite3
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from . import db, integrity
+from .log import TemplateFormatter, get_logger, logger
+from .metrics import RunResult, WorkerRecord
+from .pool import Endpoint, EndpointFactory, Handler, WorkerPool, encode_job, open_endpoint
+from .queue import Queue
+from .queue import create_schema as create_queue_schema
+from .retry import Retrier, classify, merge_stats
+from .scenarios import Scenario
+from .settings import Settings
+from .store import create_schema as create_store_schema
+
+__all__ = ["Progress", "RunError", "run_scenario"]
+
+PHASES = {
+    "initialization": "Test initialization and configuration",
+    "pool_started": "Worker pool started",
+    "parent_creation_started": "Parent job creation started",
+    "processing_started": "Worker processing started",
+    "queueing_completed": "Child job creation and queueing completed",
+    "jobs_completed": "All jobs completed",
+    "validation": "Validation and metrics collection",
+    "completed": "Test completion",
+}
+
+
+class RunError(RuntimeError):
+    """The run could not be carried out at all (not a failed criterion)."""
+
+
+@dataclass(frozen=True)
+class Progress:
+    """A live view of a running scenario, handed to the progress display."""
+
+    scenario: str
+    done: int
+    total: int
+    queue_length: int
+    elapsed: float
+    #: lock errors the workers met so far (each one retried or escaped)
+    busy_errors: int
+
+    @property
+    def jobs_per_second(self) -> float:
+        return self.done / self.elapsed if self.elapsed > 0 else 0.0
+
+
+class _Tally:
+    """Folds worker events into counters as they arrive."""
+
+    def __init__(self, workers: int, t0: float) -> None:
+        self.t0 = t0
+        self.workers = [WorkerRecord(index=i, name=f"JobWorker-{i + 1}") for i in range(workers)]
+        self.finished: set[str] = set()
+        self.completed: set[str] = set()
+        self.failed: set[str] = set()
+        self.duplicates: list[str] = []
+        self.processing_times: list[float] = []
+        self.latencies: list[float] = []
+        self.redeliveries = 0
+        self.job_errors = 0
+        self.errors: list[str] = []
+        self.retry_parts: list[dict[str, dict[str, Any]]] = []
+        self.first_received: float | None = None
+        self.live_busy = 0
+
+    def fold(self, events: list[tuple[Any, ...]]) -> None:
+        for event in events:
+            kind, index = event[0], event[1]
+            worker = self.workers[index] if 0 <= index < len(self.workers) else None
+            if kind == "job":
+                _, _, job_id, outcome, received_at, done_at, latency, attempt = event
+                if self.first_received is None or received_at < self.first_received:
+                    self.first_received = received_at
+                if attempt > 1:
+                    self.redeliveries += 1
+                if worker is not None:
+                    worker.jobs += 1
+                if outcome == "completed":
+                    self.completed.add(job_id)
+                    self.finished.add(job_id)
+                    self.processing_times.append(done_at - received_at)
+                    self.latencies.append(latency)
+                elif outcome == "failed":
+                    self.failed.add(job_id)
+                    self.finished.add(job_id)
+                elif outcome == "duplicate":
+                    self.duplicates.append(job_id)
+                elif outcome == "error":
+                    self.job_errors += 1
+            elif kind == "started" and worker is not None:
+                worker.started_wall = event[2]
+                worker.start_offset = event[3] - self.t0
+            elif kind == "stopped" and worker is not None:
+                worker.stop_offset = event[2] - self.t0
+                worker.busy_seconds = event[3]
+                self.retry_parts.append(event[4])
+            elif kind == "busy":
+                self.live_busy += 1
+            elif kind == "error":
+                self.errors.append(f"JobWorker-{index + 1}: {event[2]}")
+
+
+class _Producers:
+    """One thread per parent, all started at once: the template's concurrent job creation."""
+
+    def __init__(self, scenario: Scenario, run_id: str, db_path: str, settings: Settings,
+                 endpoint_factory: EndpointFactory) -> None:
+        self.scenario, self.run_id, self.db_path, self.settings = scenario, run_id, db_path, settings
+        self.endpoint_factory = endpoint_factory
+        self.sent = 0
+        self.errors: list[str] = []
+        self.retry_parts: list[dict[str, dict[str, Any]]] = []
+        self._lock = threading.Lock()
+        self._threads = [
+            threading.Thread(target=self._produce, args=(p,), name=f"quaero-producer-{p}", daemon=True)
+            for p in range(1, scenario.parents + 1)
+        ]
+
+    def start(self) -> None:
+        for thread in self._threads:
+            thread.start()
+
+    @property
+    def done(self) -> bool:
+        return not any(thread.is_alive() for thread in self._threads)
+
+    def join(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        for thread in self._threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
+
+    def _produce(self, p: int) -> None:
+        name = f"Producer-{p}"
+        retrier = Retrier(self.settings.retry_attempts, self.settings.retry_backoff,
+                          busy_timeout_ms=self.settings.busy_timeout_ms, name=name)
+        sent = 0
+        errors: list[str] = []
+        endpoint: Endpoint | None = None
+        try:
+            endpoint = self.endpoint_factory(self.db_path, self.settings)
+            store, queue = endpoint.store, endpoint.queue
+            pid = integrity.parent_id(self.run_id, p)
+            children = self.scenario.children
+            retrier.call("save_job", lambda: store.save_parent(pid, f"Crawl job {p}", children), pid)
+            for c in range(1, children + 1):
+                cid = integrity.child_id(self.run_id, p, c)
+                url = f"http://test-server/parent-{p}/page-{c}"
+                body = encode_job(cid, pid, url)
+                try:
+                    retrier.call(
+                        "create_child",
+                        lambda: store.create_child(cid, pid, url, f"page-{c}", enqueue=lambda: queue.send(body)),
+                        cid,
+                    )
+                    sent += 1
+                except sqlite3.Error as exc:
+                    errors.append(f"{name} child {cid}: {classify(exc) or type(exc).__name__}: {exc}")
+        except Exception as exc:
+            errors.append(f"{name}: {classify(exc) or type(exc).__name__}: {exc}")
+        finally:
+            if endpoint is not None:
+                endpoint.close()
+            with self._lock:
+                self.sent += sent
+                self.errors.extend(errors)
+                self.retry_parts.append(retrier.snapshot())
+
+
+def _attach_log(log_path: str) -> Callable[[], None]:
+    handler = logging.FileHandler(log_path, encoding="utf-8")
+    handler.setFormatter(TemplateFormatter())
+    logger.addHandler(handler)
+    previous = logger.level
+    if logger.getEffectiveLevel() > logging.INFO:
+        logger.setLevel(logging.INFO)
+
+    def detach() -> None:
+        logger.removeHandler(handler)
+        handler.close()
+        logger.setLevel(previous)
+
+    return detach
+
+
+def run_scenario(
+    scenario: Scenario,
+    settings: Settings,
+    *,
+    run_dir: str | os.PathLike[str],
+    handler: Handler | None = None,
+    endpoint_factory: EndpointFactory = open_endpoint,
+    on_progress: Callable[[Progress], None] | None = None,
+    deadline: float | None = None,
+    sample_interval: float = 0.25,
+) -> RunResult:
+    """Run ``scenario`` once and return everything it measured.
+
+    ``deadline`` (seconds, default the scenario's time limit) stops a run that does
+    not drain; the result then says ``timed_out`` and the criteria judge it.
+    """
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    db_path = str(Path(settings.db_path).resolve()) if settings.db_path else str(run_dir / "quaero.db")
+    log_path = str(run_dir / "quaero.log")
+    run_id = secrets.token_hex(4)
+    deadline = scenario.time_limit if deadline is None else deadline
+    detach_log = _attach_log(log_path)
+    log = get_logger("WorkerPool")
+    t0 = time.monotonic()
+    timeline = [{"phase": "initialization", "label": PHASES["initialization"], "offset": 0.0}]
+
+    def mark(phase: str, at: float | None = None, label: str | None = None) -> None:
+        offset = (time.monotonic() if at is None else at) - t0
+        timeline.append({"phase": phase, "label": label or PHASES[phase], "offset": round(offset, 6)})
+
+    result = RunResult(
+        scenario=scenario.name, parents=scenario.parents, children_per_parent=scenario.children, run_id=run_id,
+        settings=settings.as_dict(), settings_sources=dict(settings.sources), time_limit=scenario.time_limit,
+        db_path=db_path, log_path=log_path, started_wall=time.time(), sqlite_version=sqlite3.sqlite_version,
+        python_version=platform.python_version(), platform=f"{platform.system()} {platform.release()} {platform.machine()}",
+    )
+    try:
+        log.info("Scenario %s: %d parents x %d children = %d jobs, run %s, database %s", scenario.name,
+                 scenario.parents, scenario.children, scenario.total_jobs, run_id, db_path)
+        result.pragmas = _prepare(db_path, settings).as_dict()
+        pool = WorkerPool(db_path, settings, handler=handler, endpoint_factory=endpoint_factory, log_path=log_path
+                          if settings.worker_mode == "process" else None)
+        producers = _Producers(scenario, run_id, db_path, settings, endpoint_factory)
+        pool_started = pool.start()
+        tally = _Tally(settings.workers, t0)
+        mark("pool_started", pool_started)
+        monitor = db.connect(db_path, settings)
+        try:
+            mark("parent_creation_started")
+            producers.start()
+            _watch(scenario, settings, pool, producers, tally, monitor, t0, deadline, sample_interval,
+                   result, on_progress, mark)
+        finally:
+            pool.stop()
+            producers.join(30)
+            tally.fold(pool.poll_events())
+        done_at = time.monotonic()
+        result.execution_time = done_at - t0
+        if tally.first_received is not None:
+            mark("processing_started", tally.first_received)
+        mark("validation")
+        try:
+            checks = integrity.check(monitor, run_id, parents=scenario.parents, children_per_parent=scenario.children,
+                                     queue_name=settings.queue_name, max_receive=settings.max_receive)
+        finally:
+            monitor.close()
+        _record(result, tally, producers, checks)
+        timeline.sort(key=lambda entry: entry["offset"])
+        mark("completed")
+        result.timeline = timeline
+        result.total_duration = time.monotonic() - t0
+        log.info("Scenario %s finished: %d/%d jobs completed in %.2fs (%.1f jobs/s), %d busy errors",
+                 scenario.name, result.jobs_completed, scenario.total_jobs, result.execution_time,
+                 result.throughput, result.busy_errors)
+        return result
+    finally:
+        detach_log()
+
+
+def _prepare(db_path: str, settings: Settings) -> db.Pragmas:
+    """Journal mode and schema, once, before any worker exists; pragmas read back."""
+    pragmas = db.prepare(db_path, settings)
+    conn = db.connect(db_path, settings)
+    try:
+        create_queue_schema(conn)
+        create_store_schema(conn)
+        leftover = len(Queue(conn, settings.queue_name))
+        if leftover:
+            raise RunError(
+                f"{db_path}: queue {settings.queue_name!r} already holds {leftover} messages from an earlier run; "
+                "a run must start from an empty queue. Use a new --quaero-db path or another --quaero-queue-name."
+            )
+        db.verify(conn, settings)
+    finally:
+        conn.close()
+    return pragmas
+
+
+def _watch(scenario: Scenario, settings: Settings, pool: WorkerPool, producers: _Producers, tally: _Tally,
+           monitor: sqlite3.Connection, t0: float, deadline: float, sample_interval: float, result: RunResult,
+           on_progress: Callable[[Progress], None] | None, mark: Callable[..., None]) -> None:
+    queue = Queue(monitor, settings.queue_name, visibility_timeout=settings.visibility_timeout,
+                  max_receive=settings.max_receive)
+    queueing_marked = False
+    while True:
+        now = time.monotonic()
+        tally.fold(pool.poll_events())
+        try:
+            counts = queue.counts()
+        except sqlite3.OperationalError as exc:
+            if classify(exc) is None:
+                raise
+            counts = None  # a rollback-journal writer can block this reader; skip the sample
+        producing = not producers.done
+        if not producing and not queueing_marked:
+            mark("queueing_completed")
+            queueing_marked = True
+        if counts is not None:
+            result.queue_samples.append([round(now - t0, 4), counts.total, counts.visible, counts.in_flight])
+            if on_progress is not None:
+                on_progress(Progress(scenario.name, len(tally.finished), scenario.total_jobs, counts.total,
+                                     now - t0, tally.live_busy))
+            if not producing:
+                if counts.total - counts.dead == 0:
+                    mark("jobs_completed")
+                    return
+                if len(tally.finished) >= producers.sent and counts.visible == 0:
+                    # Every job finished yet messages remain: deletes that did not delete.
+                    mark("jobs_completed", label="All jobs finished; undeleted messages remain")
+                    return
+        if now - t0 > deadline:
+            result.timed_out = True
+            mark("jobs_completed", label=f"Deadline of {deadline:g}s reached before the queue drained")
+            return
+        if pool.alive == 0 and not producing and (counts is None or counts.visible > 0 or counts.in_flight > 0):
+            result.worker_errors.append("every worker stopped before the queue drained")
+            mark("jobs_completed", label="Every worker stopped before the queue drained")
+            return
+        time.sleep(sample_interval)
+
+
+def _record(result: RunResult, tally: _Tally, producers: _Producers, checks: dict[str, Any]) -> None:
+    retry = merge_stats(tally.retry_parts + producers.retry_parts)
+    result.retry = {op: stats.as_dict() for op, stats in sorted(retry.items())}
+    result.workers = tally.workers
+    result.messages_enqueued = producers.sent
+    result.messages_left = checks["messages_left"]
+    result.dead_messages = checks["dead_messages"]
+    # The database, not the workers' word, says what finished.
+    result.jobs_completed = checks["children_completed"]
+    result.jobs_failed = checks["children_failed"]
+    result.children_found = checks["children_found"]
+    result.duplicate_completions = len(tally.duplicates)
+    result.duplicate_jobs = sorted(set(tally.duplicates))[:20]
+    result.redeliveries = tally.redeliveries
+    result.job_errors = tally.job_errors
+    result.processing_times = [round(t, 6) for t in tally.processing_times]
+    result.latencies = [round(t, 6) for t in tally.latencies]
+    result.producer_errors = producers.errors[:50]
+    result.worker_errors.extend(tally.errors[:50])
+    result.integrity = checks
+    result.python_version = result.python_version or sys.version.split()[0]

@@ -1,0 +1,142 @@
+"""The crawl-job store: parents, their ``crawler_url`` children, and progress on the parent.
+
+Modelled on the template's ``crawl_jobs`` SQL: a flat one-level hierarchy where a
+child's ``parent_id`` names its parent and a parent's ``parent_id`` is ``''``. The
+parent's progress counters move in ONE statement per finished child, and the parent
+becomes ``completed`` in that same statement when its pending count reaches 0.
+
+Like the queue, the store does not retry; callers wrap each method in
+:meth:`~pytest_quaero.retry.Retrier.call`.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable
+from typing import Any
+
+from .retry import transaction
+
+__all__ = ["SCHEMA", "JobStore", "create_schema"]
+
+NOW = "strftime('%Y-%m-%dT%H:%M:%fZ', 'now')"
+
+SCHEMA = """
+create table if not exists crawl_jobs (
+  id text primary key,
+  parent_id text not null default '',
+  job_type text not null default 'parent',
+  name text not null default '',
+  url text not null default '',
+  status text not null default 'pending',
+  total_urls integer not null default 0,
+  completed_urls integer not null default 0,
+  failed_urls integer not null default 0,
+  pending_urls integer not null default 0,
+  created_at text not null default (strftime('%Y-%m-%dT%H:%M:%fZ', 'now')),
+  started_at text,
+  completed_at text,
+  error text not null default ''
+);
+create index if not exists crawl_jobs_parent_idx on crawl_jobs (parent_id, created_at);
+"""
+
+TERMINAL = ("completed", "failed")
+
+
+def create_schema(conn: sqlite3.Connection) -> None:
+    conn.executescript(SCHEMA)
+
+
+class JobStore:
+    """Parent and child jobs in ``crawl_jobs``, used through one connection."""
+
+    def __init__(self, conn: sqlite3.Connection, *, begin_immediate: bool = True) -> None:
+        self.conn = conn
+        self.begin_immediate = begin_immediate
+
+    def save_parent(self, job_id: str, name: str, total: int) -> None:
+        """A running parent expecting ``total`` children, all pending."""
+        self.conn.execute(
+            f"insert into crawl_jobs (id, parent_id, job_type, name, status, total_urls, pending_urls, started_at) "
+            f"values (?, '', 'parent', ?, 'running', ?, ?, {NOW})",
+            (job_id, name, total, total),
+        )
+
+    def create_child(
+        self,
+        job_id: str,
+        parent_id: str,
+        url: str,
+        name: str = "",
+        enqueue: Callable[[], Any] | None = None,
+    ) -> None:
+        """Insert a pending ``crawler_url`` child and, in the same transaction, its message.
+
+        One transaction, so a crash can leave neither a child without a message (a job
+        nobody runs) nor a message without a child.
+        """
+        with transaction(self.conn, self.begin_immediate):
+            self.conn.execute(
+                "insert into crawl_jobs (id, parent_id, job_type, name, url, status) "
+                "values (?, ?, 'crawler_url', ?, ?, 'pending')",
+                (job_id, parent_id, name, url),
+            )
+            if enqueue is not None:
+                enqueue()
+
+    def mark_running(self, job_id: str) -> None:
+        self.conn.execute(
+            f"update crawl_jobs set status = 'running', started_at = {NOW}, error = '' "
+            f"where id = ? and status not in ('completed', 'failed')",
+            (job_id,),
+        )
+
+    def record_attempt_failure(self, job_id: str, error: str) -> None:
+        """A failed attempt that will be redelivered: back to pending, error kept."""
+        self.conn.execute(
+            "update crawl_jobs set status = 'pending', error = ? where id = ? and status not in ('completed', 'failed')",
+            (error[:500], job_id),
+        )
+
+    def finish_child(self, job_id: str, parent_id: str, *, failed: bool = False, error: str = "") -> bool:
+        """Mark a child completed (or finally failed) and move its parent's counters.
+
+        Returns ``False`` when the child had already finished: a second delivery of a
+        job that was processed to completion, which the run counts as a duplicate.
+        """
+        status = "failed" if failed else "completed"
+        with transaction(self.conn, self.begin_immediate):
+            # Read first: the underflow guard Quaero used. With a deferred BEGIN this read
+            # takes a snapshot that the writes below must upgrade; IMMEDIATE avoids that.
+            row = self.conn.execute("select status from crawl_jobs where id = ?", (job_id,)).fetchone()
+            if row is None or row[0] in TERMINAL:
+                return False
+            self.conn.execute(
+                f"update crawl_jobs set status = ?, completed_at = {NOW}, error = ? where id = ?",
+                (status, error[:500], job_id),
+            )
+            self.conn.execute(
+                f"update crawl_jobs set "
+                f"completed_urls = completed_urls + ?, failed_urls = failed_urls + ?, "
+                f"pending_urls = pending_urls - 1, "
+                f"status = case when pending_urls - 1 <= 0 then 'completed' else status end, "
+                f"completed_at = case when pending_urls - 1 <= 0 then {NOW} else completed_at end "
+                f"where id = ? and pending_urls > 0",
+                (0 if failed else 1, 1 if failed else 0, parent_id),
+            )
+        return True
+
+    def get(self, job_id: str) -> dict[str, Any] | None:
+        cursor = self.conn.execute("select * from crawl_jobs where id = ?", (job_id,))
+        row = cursor.fetchone()
+        if row is None:
+            return None
+        return dict(zip([d[0] for d in cursor.description], row))
+
+    def children(self, parent_id: str) -> list[dict[str, Any]]:
+        cursor = self.conn.execute(
+            "select * from crawl_jobs where parent_id = ? order by created_at, id", (parent_id,)
+        )
+        names = [d[0] for d in cursor.description]
+        return [dict(zip(names, row)) for row in cursor.fetchall()]
