@@ -115,7 +115,7 @@ def quaero_run(request: pytest.FixtureRequest) -> Callable[..., RunResult]:
     With no arguments it runs what the test's ``@pytest.mark.quaero_scenario`` says.
     The result carries ``verdicts`` and ``passed``; it never raises on a failed criterion.
     """
-    from .plugin import scenario_from_marker
+    from .plugin import carry_result, scenario_from_marker
 
     harness = _state(request.config).harness
 
@@ -129,6 +129,9 @@ def quaero_run(request: pytest.FixtureRequest) -> Callable[..., RunResult]:
         chosen, settings = scenario_from_marker(
             request.config, marker_args, marker_kwargs, where=f"quaero_run() in {request.node.nodeid}"
         )
-        return harness.run(chosen, settings)
+        result = harness.run(chosen, settings)
+        result.extra["origin"] = request.node.nodeid
+        carry_result(request.node, result)
+        return result
 
     return run

@@ -33,6 +33,7 @@ class ScenarioNode(pytest.Collector):
     scenario: Scenario
     harness: Harness
     result: RunResult | None
+    carried: bool = False
 
     @classmethod
     def create(cls, parent: pytest.Session, scenario: Scenario, harness: Harness) -> ScenarioNode:
@@ -47,6 +48,7 @@ class ScenarioNode(pytest.Collector):
         return [CriterionItem.from_parent(self, name=criterion.key) for criterion in CRITERIA]
 
     def setup(self) -> None:
+        self.carried = False
         self.result = self.harness.run(self.scenario)
 
     def verdict(self, key: str) -> Verdict:
@@ -67,6 +69,12 @@ class CriterionItem(pytest.Item):
 
     def runtest(self) -> None:
         verdict = self.parent.verdict(self.name)
+        if not self.parent.carried and self.parent.result is not None:
+            from .plugin import carry_result
+
+            # The first criterion to run carries the whole result to the summary and reports.
+            carry_result(self, self.parent.result)
+            self.parent.carried = True
         self.user_properties.extend([
             ("quaero_scenario", self.parent.scenario.name),
             ("quaero_measured", verdict.measured),

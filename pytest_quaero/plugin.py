@@ -20,6 +20,7 @@ from .settings import FIELDS, Settings, SettingsError, resolve
 
 if TYPE_CHECKING:
     from .harness import Harness
+    from .metrics import RunResult
     from .scenarios import Scenario
 
 MARKER = (
@@ -36,6 +37,9 @@ class QuaeroState:
     config: pytest.Config
     settings: Settings
     scenarios: list[Scenario] = field(default_factory=list)
+    #: every judged result that reached this process on a test report (under xdist, the
+    #: controller gets them all); the summary and reports read these, never worker memory
+    results: list[RunResult] = field(default_factory=list)
     _harness: Harness | None = None
 
     @property
@@ -114,7 +118,8 @@ def pytest_configure(config: pytest.Config) -> None:
                 thresholds_for(scenario, settings.thresholds)
     except (SettingsError, ValueError) as exc:
         raise pytest.UsageError(str(exc)) from None
-    config.stash[STATE_KEY] = QuaeroState(config, settings, scenarios)
+    config.stash[STATE_KEY] = current = QuaeroState(config, settings, scenarios)
+    config.pluginmanager.register(ResultCollector(current), "quaero-results")
 
 
 def pytest_report_header(config: pytest.Config) -> list[str] | None:
@@ -193,13 +198,47 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
         items.extend(make_scenario_nodes(session, current.scenarios, current.harness))
 
 
+# ---------------------------------------------------------------- results travel on reports
+
+RESULTS_KEY = pytest.StashKey[list]()
+
+
+def carry_result(item: pytest.Item, result: RunResult) -> None:
+    """Have ``result`` ride on ``item``'s call report (as a dict, so xdist can ship it)."""
+    item.stash.setdefault(RESULTS_KEY, []).append(result.to_dict())
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+    report = yield
+    carried = item.stash.get(RESULTS_KEY, None)
+    if carried and report.when in ("call", "setup") and (report.when == "call" or report.failed):
+        report.quaero_results = carried
+        item.stash[RESULTS_KEY] = []
+    return report
+
+
+class ResultCollector:
+    """Gathers the results riding on test reports; on an xdist controller, from every worker."""
+
+    def __init__(self, state: QuaeroState) -> None:
+        self.state = state
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        carried = getattr(report, "quaero_results", None)
+        if carried:
+            from .metrics import RunResult
+
+            self.state.results.extend(RunResult.from_dict(data) for data in carried)
+
+
 # ---------------------------------------------------------------- summary
 
 
 def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
     current = config.stash.get(STATE_KEY, None)
-    if current is None or current._harness is None or not current._harness.results:
+    if current is None or not current.results:
         return
     from .summary import write_summary
 
-    write_summary(terminalreporter, current._harness.results)
+    write_summary(terminalreporter, current.results)
