@@ -85,6 +85,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addini(
         "quaero_thresholds", "criterion thresholds, one per line: [SCENARIO.]KEY = VALUE.", type="linelist", default=[]
     )
+    _add_report_options(group)
+    _add_gate_options(group)
+    _add_extension_options(group, parser)
 
 
 def _resolve_settings(config: pytest.Config) -> Settings:
@@ -120,6 +123,9 @@ def pytest_configure(config: pytest.Config) -> None:
         raise pytest.UsageError(str(exc)) from None
     config.stash[STATE_KEY] = current = QuaeroState(config, settings, scenarios)
     config.pluginmanager.register(ResultCollector(current), "quaero-results")
+    _configure_reports(config, current)
+    _configure_gate(config, current)
+    _configure_extensions(config, current)
 
 
 def pytest_report_header(config: pytest.Config) -> list[str] | None:
@@ -242,3 +248,36 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
     from .summary import write_summary
 
     write_summary(terminalreporter, current.results)
+
+
+# ---------------------------------------------------------------- reports (Markdown, HTML, JSON, progress)
+
+
+def _add_report_options(group: Any) -> None:
+    pass
+
+
+def _configure_reports(config: pytest.Config, current: QuaeroState) -> None:
+    pass
+
+
+# ---------------------------------------------------------------- regression gate (baselines, fixes, faults)
+
+
+def _add_gate_options(group: Any) -> None:
+    pass
+
+
+def _configure_gate(config: pytest.Config, current: QuaeroState) -> None:
+    pass
+
+
+# ---------------------------------------------------------------- extension hooks, audit, xdist
+
+
+def _add_extension_options(group: Any, parser: pytest.Parser) -> None:
+    pass
+
+
+def _configure_extensions(config: pytest.Config, current: QuaeroState) -> None:
+    pass
