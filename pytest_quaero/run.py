@@ -216,11 +216,14 @@ def run_scenario(
     on_progress: Callable[[Progress], None] | None = None,
     deadline: float | None = None,
     sample_interval: float = 0.25,
+    pool_factory: Callable[..., WorkerPool] = WorkerPool,
 ) -> RunResult:
     """Run ``scenario`` once and return everything it measured.
 
     ``deadline`` (seconds, default the scenario's time limit) stops a run that does
     not drain; the result then says ``timed_out`` and the criteria judge it.
+    ``handler``, ``endpoint_factory`` and ``pool_factory`` swap in a user's (or a
+    deliberately broken) job handler, queue/store, or pool.
     """
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -247,8 +250,8 @@ def run_scenario(
         log.info("Scenario %s: %d parents x %d children = %d jobs, run %s, database %s", scenario.name,
                  scenario.parents, scenario.children, scenario.total_jobs, run_id, db_path)
         result.pragmas = _prepare(db_path, settings).as_dict()
-        pool = WorkerPool(db_path, settings, handler=handler, endpoint_factory=endpoint_factory, log_path=log_path
-                          if settings.worker_mode == "process" else None)
+        pool = pool_factory(db_path, settings, handler=handler, endpoint_factory=endpoint_factory,
+                            log_path=log_path if settings.worker_mode == "process" else None)
         producers = _Producers(scenario, run_id, db_path, settings, endpoint_factory)
         pool_started = pool.start()
         tally = _Tally(settings.workers, t0)
