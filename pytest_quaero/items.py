@@ -93,6 +93,11 @@ class CriterionItem(pytest.Item):
                 lines.append(f"database kept: {result.db_path}")
                 lines.append(f"log kept:      {result.log_path}")
             return "\n".join(lines)
+        from .db import DatabaseError
+        from .run import RunError
+
+        if isinstance(excinfo.value, (RunError, DatabaseError)):
+            return f"{self.parent.name} could not run: {excinfo.value}"
         return super().repr_failure(excinfo, style=style)
 
     def reportinfo(self) -> tuple[Any, int | None, str]:

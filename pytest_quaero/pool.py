@@ -164,7 +164,11 @@ def worker_main(spec: WorkerSpec, emit: Callable[[Event], None], stop: Any, pool
     deadline = pool_started + spec.index * settings.stagger
     if stop.wait(max(0.0, deadline - time.monotonic())):
         return
-    endpoint = spec.endpoint_factory(spec.db_path, settings)
+    try:
+        endpoint = spec.endpoint_factory(spec.db_path, settings)
+    except Exception as exc:  # a worker that cannot open its queue must say so, not vanish
+        emit(("error", spec.index, f"could not open queue/store: {type(exc).__name__}: {exc}"))
+        raise
     started = time.monotonic()
     emit(("started", spec.index, time.time(), started))
     log.info("Worker %d started successfully (%dms after pool start)", spec.index + 1,
