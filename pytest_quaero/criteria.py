@@ -68,13 +68,19 @@ _THRESHOLD_PARSERS: dict[str, tuple[Callable[[str], Any], str]] = {
 }
 
 
-def thresholds_for(scenario: Scenario, overrides: Mapping[str, Mapping[str, str]]) -> Thresholds:
-    """The scenario's thresholds: template defaults, then ``*`` overrides, then its own."""
+def thresholds_for(
+    scenario: Scenario, overrides: Mapping[str, Mapping[str, str]], sources: Mapping[str, str] | None = None
+) -> Thresholds:
+    """The scenario's thresholds: template defaults, then ``*`` overrides, then its own.
+
+    ``sources`` (``Settings.threshold_sources``) lets an error say where a bad value came from.
+    """
     values: dict[str, Any] = {"max_execution_time": scenario.time_limit}
     for scope in ("*", scenario.name):
         for key, raw in overrides.get(scope, {}).items():
             parser = _THRESHOLD_PARSERS.get(key)
-            where = f"threshold {'' if scope == '*' else scope + '.'}{key} = {raw!r}"
+            origin = (sources or {}).get(f"{scope}.{key}")
+            where = f"threshold {'' if scope == '*' else scope + '.'}{key} = {raw!r}" + (f" ({origin})" if origin else "")
             if parser is None:
                 raise SettingsError(f"{where}: unknown criterion threshold; allowed: {', '.join(_THRESHOLD_PARSERS)}.")
             try:

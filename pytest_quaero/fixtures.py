@@ -129,7 +129,10 @@ def quaero_run(request: pytest.FixtureRequest) -> Callable[..., RunResult]:
         chosen, settings = scenario_from_marker(
             request.config, marker_args, marker_kwargs, where=f"quaero_run() in {request.node.nodeid}"
         )
-        result = harness.run(chosen, settings)
+        from .extension import Extensions
+
+        # the requesting test's ihook: conftest hooks of its own folder apply
+        result = harness.run(chosen, settings, extensions=Extensions.for_node(request.node))
         result.extra["origin"] = request.node.nodeid
         carry_result(request.node, result)
         return result

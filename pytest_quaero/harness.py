@@ -37,7 +37,8 @@ class Harness:
     _runs: int = 0
 
     def thresholds(self, scenario: Scenario, settings: Settings | None = None) -> Thresholds:
-        return thresholds_for(scenario, (settings or self.settings).thresholds)
+        settings = settings or self.settings
+        return thresholds_for(scenario, settings.thresholds, settings.threshold_sources)
 
     def _run_dir(self, scenario: Scenario) -> Path:
         if self.base_dir is None:
@@ -53,23 +54,39 @@ class Harness:
         handler: Handler | None = None,
         endpoint_factory: EndpointFactory = open_endpoint,
         thresholds: Thresholds | None = None,
+        extensions: Any = None,
         **run_options: Any,
     ) -> RunResult:
-        """Run ``scenario`` once, attach its verdicts, and keep its files only if it failed."""
+        """Run ``scenario`` once, attach its verdicts, and keep its files only if it failed.
+
+        ``extensions`` (:class:`pytest_quaero.extension.Extensions` of the asking node)
+        brings in the ``pytest_quaero_*`` hooks: handler, queue/store, extra criteria,
+        result observers. Explicit ``handler``/``endpoint_factory`` arguments win.
+        """
         settings = settings or self.settings
         thresholds = thresholds or self.thresholds(scenario, settings)
+        if extensions is not None:
+            handler = handler or extensions.handler(settings)
+            if endpoint_factory is open_endpoint:
+                endpoint_factory = extensions.endpoint_factory(settings)
         result = run_scenario(
             scenario, settings, run_dir=self._run_dir(scenario), handler=handler,
             endpoint_factory=endpoint_factory, on_progress=self.on_progress,
             deadline=thresholds.max_execution_time, **run_options,
         )
-        result.verdicts = [verdict.as_dict() for verdict in evaluate(result, thresholds)]
+        verdicts = evaluate(result, thresholds)
+        if extensions is not None:
+            verdicts += extensions.extra_verdicts(scenario, result, thresholds)
+        result.verdicts = [verdict.as_dict() for verdict in verdicts]
         self.finish(result, keep=bool(settings.db_path))
+        if extensions is not None:
+            extensions.observe(result)
         return result
 
     def finish(self, result: RunResult, *, keep: bool) -> None:
         """Record a judged result; a passing run on a temporary file leaves no file behind."""
-        result.extra["kept"] = keep or not result.passed
+        # keep_files: a disturbance (e.g. a fault that lost a job) wants the evidence kept
+        result.extra["kept"] = keep or not result.passed or bool(result.extra.get("keep_files"))
         if not result.extra["kept"]:
             for suffix in ("", "-wal", "-shm", "-journal"):
                 try:

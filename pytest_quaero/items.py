@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from .criteria import CRITERIA, Verdict
+from .gate import gate_of
 from .harness import Harness
 from .metrics import RunResult
 from .scenarios import Scenario
@@ -45,11 +46,35 @@ class ScenarioNode(pytest.Collector):
         return node
 
     def collect(self) -> list[pytest.Item]:
-        return [CriterionItem.from_parent(self, name=criterion.key) for criterion in CRITERIA]
+        from .extension import Extensions
+
+        # the built-in criteria, then the ones pytest_quaero_criteria declares: an item each
+        extra = Extensions.for_node(self).criteria(self.scenario)
+        items = [CriterionItem.from_parent(self, name=criterion.key) for criterion in (*CRITERIA, *extra)]
+        gate = gate_of(self.config)  # regression gate options: ::fault_recovery, ::regression
+        return items + gate.extra_items(self) if gate is not None else items
 
     def setup(self) -> None:
+        from .extension import Extensions
+
         self.carried = False
-        self.result = self.harness.run(self.scenario)
+        gate = gate_of(self.config)
+        extensions = Extensions.for_node(self)
+        from .db import DatabaseError
+        from .run import RunError
+
+        problem = None
+        try:
+            if gate is not None:  # loads, faults, before/after variants, baseline compare
+                self.result = gate.run(self.harness, self.scenario, extensions)
+            else:
+                self.result = self.harness.run(self.scenario, extensions=extensions)
+        except (RunError, DatabaseError) as exc:
+            problem = f"{self.name} could not run: {exc}"
+        if problem is not None:
+            # A setup error never reaches repr_failure (pytest formats it as a traceback);
+            # pytrace=False, outside the except, makes every criterion item report one sentence.
+            pytest.fail(problem, pytrace=False)
 
     def verdict(self, key: str) -> Verdict:
         assert self.result is not None

@@ -95,6 +95,9 @@ class RunResult:
     producer_errors: list[str] = field(default_factory=list)
     worker_errors: list[str] = field(default_factory=list)
     integrity: dict[str, Any] = field(default_factory=dict)
+    #: real lines of this run's log the reports quote: ``{"retry": [...], "retry_outcome": str,
+    #: "stagger": [...]}`` (see :func:`pytest_quaero.log.log_excerpts`)
+    log_excerpts: dict[str, Any] = field(default_factory=dict)
     #: free-form measurements of optional features (faults injected, WAL size, contention ...)
     extra: dict[str, Any] = field(default_factory=dict)
     #: filled by the judge (criteria.evaluate), never by the run
@@ -132,7 +135,8 @@ class RunResult:
         """Percent of deletable messages (all but dead ones) gone from the table."""
         deletable = self.messages_enqueued - self.dead_messages
         if deletable <= 0:
-            return 100.0 if self.messages_left == 0 else 0.0
+            # nothing deletable: only dead messages may remain (they are not the workers' to delete)
+            return 100.0 if self.messages_left <= self.dead_messages else 0.0
         return 100.0 * max(0, self.messages_deleted) / deletable
 
     @property

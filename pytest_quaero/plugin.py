@@ -112,13 +112,15 @@ def pytest_configure(config: pytest.Config) -> None:
         chosen = config.getoption("quaero_scenario")
         if chosen is not None or settings.thresholds:
             from .criteria import check_threshold_scopes, thresholds_for
-            from .scenarios import BUILTIN, parse_scenarios
+            from .extension import known_scenarios
+            from .scenarios import parse_scenarios
 
+            known = known_scenarios(config)  # built-in + pytest_quaero_scenarios
             if chosen is not None:
-                scenarios = parse_scenarios(chosen, BUILTIN)
-            check_threshold_scopes(settings.thresholds, BUILTIN)
-            for scenario in scenarios or BUILTIN.values():
-                thresholds_for(scenario, settings.thresholds)
+                scenarios = parse_scenarios(chosen, known)
+            check_threshold_scopes(settings.thresholds, known)
+            for scenario in scenarios or known.values():
+                thresholds_for(scenario, settings.thresholds, settings.threshold_sources)
     except (SettingsError, ValueError) as exc:
         raise pytest.UsageError(str(exc)) from None
     config.stash[STATE_KEY] = current = QuaeroState(config, settings, scenarios)
@@ -148,7 +150,8 @@ def scenario_from_marker(
     config: pytest.Config, args: tuple[Any, ...], kwargs: dict[str, Any], *, where: str
 ) -> tuple[Scenario, Settings]:
     """The scenario and settings a ``quaero_scenario`` marker (or quaero_run call) asks for."""
-    from .scenarios import BUILTIN, Scenario
+    from .extension import known_scenarios
+    from .scenarios import Scenario
 
     kwargs = dict(kwargs)
     if len(args) > 1:
@@ -157,14 +160,15 @@ def scenario_from_marker(
     parents, children = kwargs.pop("parents", None), kwargs.pop("children", None)
     time_limit = kwargs.pop("time_limit", None)
     try:
+        known = known_scenarios(config)  # built-in + pytest_quaero_scenarios
         if isinstance(name, Scenario):
             scenario = name
         elif name is not None and (parents is None and children is None):
-            if str(name) not in BUILTIN:
-                raise ValueError(f"unknown scenario {name!r}; allowed: {', '.join(BUILTIN)}")
-            scenario = BUILTIN[str(name)]
+            if str(name) not in known:
+                raise ValueError(f"unknown scenario {name!r}; allowed: {', '.join(known)}")
+            scenario = known[str(name)]
         else:
-            base = BUILTIN.get(str(name)) if name is not None else None
+            base = known.get(str(name)) if name is not None else None
             scenario = Scenario(
                 str(name or "custom"),
                 int(parents if parents is not None else (base.parents if base else 1)),
@@ -181,7 +185,9 @@ def scenario_from_marker(
         settings = state(config).settings
         if kwargs:
             settings = settings.replace(source=where, **kwargs)
-    except (SettingsError, ValueError, TypeError) as exc:
+    except SettingsError as exc:  # already names the marker as its source
+        raise pytest.UsageError(str(exc)) from None
+    except (ValueError, TypeError) as exc:
         raise pytest.UsageError(f"{where}: {exc}") from None
     return scenario, settings
 
@@ -201,7 +207,9 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
     if current.scenarios:
         from .items import make_scenario_nodes
 
-        items.extend(make_scenario_nodes(session, current.scenarios, current.harness))
+        # --quaero-shared-db swaps in shard and judge nodes (xdist_support)
+        make_nodes = config.stash.get(SCENARIO_NODES_KEY, make_scenario_nodes)
+        items.extend(make_nodes(session, current.scenarios, current.harness))
 
 
 # ---------------------------------------------------------------- results travel on reports
@@ -254,30 +262,73 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
 
 
 def _add_report_options(group: Any) -> None:
-    pass
+    from .reporting import add_options
+
+    add_options(group)
 
 
 def _configure_reports(config: pytest.Config, current: QuaeroState) -> None:
-    pass
+    from .reporting import configure
+
+    configure(config, current)
 
 
 # ---------------------------------------------------------------- regression gate (baselines, fixes, faults)
 
 
 def _add_gate_options(group: Any) -> None:
-    pass
+    from .gate import add_options
+
+    add_options(group)
 
 
 def _configure_gate(config: pytest.Config, current: QuaeroState) -> None:
-    pass
+    from .gate import configure
+
+    # --quaero-disable turns fixes off in the session's settings (items and quaero_run alike).
+    _, current.settings = configure(config, current.settings)
 
 
 # ---------------------------------------------------------------- extension hooks, audit, xdist
 
 
+#: set by xdist_support under --quaero-shared-db: makes shard + judge nodes instead of plain ones
+SCENARIO_NODES_KEY = pytest.StashKey[Any]()
+
+
+def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
+    # The pytest_quaero_* hookspecs and their trylast defaults (pytest_quaero.defaults).
+    from .extension import register
+
+    register(pluginmanager)
+
+
 def _add_extension_options(group: Any, parser: pytest.Parser) -> None:
-    pass
+    group.addoption(
+        "--quaero-audit", dest="quaero_audit", metavar="PATH",
+        help="audit an existing database (goqite table and/or crawl_jobs, e.g. one a Go service left "
+        "behind) read-only: one test item per integrity criterion; the file is never changed.",
+    )
+    group.addoption(
+        "--quaero-shared-db", dest="quaero_shared_db", metavar="PATH",
+        help="with pytest-xdist (-n N): every worker runs each scenario against this ONE SQLite file at "
+        "the same time (real cross-process contention); criteria judge the merged result.",
+    )
 
 
 def _configure_extensions(config: pytest.Config, current: QuaeroState) -> None:
-    pass
+    audit_path = config.getoption("quaero_audit")
+    if audit_path:
+        from .audit import AuditPlugin
+
+        config.pluginmanager.register(AuditPlugin.from_config(config, audit_path, current.settings), "quaero-audit")
+    # Registered only when pytest-xdist is there (and not disabled with -p no:xdist).
+    if config.pluginmanager.hasplugin("xdist"):
+        from .xdist_support import configure as configure_xdist
+
+        configure_xdist(config, current, SCENARIO_NODES_KEY)
+    elif config.getoption("quaero_shared_db"):
+        raise pytest.UsageError(
+            f"--quaero-shared-db={config.getoption('quaero_shared_db')}: needs pytest-xdist workers; "
+            "install pytest-xdist and add -n N (N >= 1), or use --quaero-db=PATH for one process."
+        )

@@ -75,11 +75,15 @@ class JobContext:
     db_path: str
 
 
+# json.dumps() with non-default separators builds a new JSONEncoder on every call; one shared
+# encoder with the same options writes the same bytes for a fraction of the cost per message.
+_ENCODER = json.JSONEncoder(separators=(",", ":"))
+
+
 def encode_job(job_id: str, parent_id: str, url: str, job_type: str = "crawler_url") -> bytes:
     """The message body: JSON, as Quaero enqueued its JobMessage."""
-    return json.dumps(
-        {"id": job_id, "type": job_type, "parent_id": parent_id, "url": url, "created_at": time.time()},
-        separators=(",", ":"),
+    return _ENCODER.encode(
+        {"id": job_id, "type": job_type, "parent_id": parent_id, "url": url, "created_at": time.time()}
     ).encode()
 
 
@@ -164,18 +168,21 @@ def worker_main(spec: WorkerSpec, emit: Callable[[Event], None], stop: Any, pool
     deadline = pool_started + spec.index * settings.stagger
     if stop.wait(max(0.0, deadline - time.monotonic())):
         return
+    retrier = Retrier(settings.retry_attempts, settings.retry_backoff,
+                      busy_timeout_ms=settings.busy_timeout_ms, name=spec.name,
+                      on_busy=lambda code: emit(("busy", spec.index, code)))
     try:
-        endpoint = spec.endpoint_factory(spec.db_path, settings)
+        # Opening can meet a lock too (PRAGMAs in rollback-journal mode): retried and counted.
+        endpoint = retrier.call("connect", lambda: spec.endpoint_factory(spec.db_path, settings))
     except Exception as exc:  # a worker that cannot open its queue must say so, not vanish
         emit(("error", spec.index, f"could not open queue/store: {type(exc).__name__}: {exc}"))
+        # its counters still travel: the busy error that stopped it counts like any other
+        emit(("stopped", spec.index, time.monotonic(), 0.0, retrier.snapshot()))
         raise
     started = time.monotonic()
     emit(("started", spec.index, time.time(), started))
     log.info("Worker %d started successfully (%dms after pool start)", spec.index + 1,
              round((started - pool_started) * 1000))
-    retrier = Retrier(settings.retry_attempts, settings.retry_backoff,
-                      busy_timeout_ms=settings.busy_timeout_ms, name=spec.name,
-                      on_busy=lambda code: emit(("busy", spec.index, code)))
     context = JobContext(spec.name, spec.index, settings, spec.db_path)
     busy_seconds = 0.0
     try:
@@ -190,10 +197,12 @@ def worker_main(spec: WorkerSpec, emit: Callable[[Event], None], stop: Any, pool
                 stop.wait(settings.poll_interval)
                 continue
             received_at = time.monotonic()
-            outcome, job_id = _process(message, endpoint, retrier, spec.handler, context, log)
+            outcome, job_id, enqueued_at = _process(message, endpoint, retrier, spec.handler, context, log)
             done_at = time.monotonic()
             busy_seconds += done_at - received_at
-            emit(("job", spec.index, job_id, outcome, received_at, done_at, _latency(message), message.received))
+            # enqueued_at comes from the body _process decoded: one json.loads per job, not two.
+            latency = max(0.0, time.time() - enqueued_at) if enqueued_at is not None else 0.0
+            emit(("job", spec.index, job_id, outcome, received_at, done_at, latency, message.received))
     except BaseException as exc:  # a crashed worker must be reported, not vanish
         emit(("error", spec.index, f"worker crashed: {type(exc).__name__}: {exc}"))
         raise
@@ -202,21 +211,22 @@ def worker_main(spec: WorkerSpec, emit: Callable[[Event], None], stop: Any, pool
         endpoint.close()
 
 
-def _latency(message: Message) -> float:
-    try:
-        return max(0.0, time.time() - float(json.loads(message.body).get("created_at", 0.0)))
-    except (ValueError, TypeError, AttributeError):
-        return 0.0
-
-
 def _process(
     message: Message, endpoint: Endpoint, retrier: Retrier, handler: Handler, context: JobContext, log: Any
-) -> tuple[str, str]:
+) -> tuple[str, str, float | None]:
+    """Run one received job: ``(outcome, job id, enqueued_at)``; enqueued_at is None if undecodable."""
     try:
         job = decode_job(message)
     except (ValueError, KeyError) as exc:
         log.error("Undecodable message %s left for redelivery: %s", message.id, exc)
-        return "error", message.id
+        return "error", message.id, None
+    outcome = _run_job(job, message, endpoint, retrier, handler, context, log)
+    return outcome, job.job_id, job.enqueued_at
+
+
+def _run_job(
+    job: Job, message: Message, endpoint: Endpoint, retrier: Retrier, handler: Handler, context: JobContext, log: Any
+) -> str:
     store, queue = endpoint.store, endpoint.queue
     log.debug("Processing message %s (attempt %d)", job.job_id, job.attempt)
     try:
@@ -224,9 +234,9 @@ def _process(
         handler(job, context)
     except sqlite3.Error as exc:
         log.error("Database error on %s, message left for redelivery: %s", job.job_id, exc)
-        return "error", job.job_id
+        return "error"
     except Exception as exc:  # the handler failed: goqite leaves the message for redelivery
-        return _handler_failed(job, message, exc, endpoint, retrier, context, log), job.job_id
+        return _handler_failed(job, message, exc, endpoint, retrier, context, log)
     try:
         counted = retrier.call(
             "progress_update", lambda: store.finish_child(job.job_id, job.parent_id), job.job_id
@@ -234,12 +244,12 @@ def _process(
         retrier.call("queue_delete", lambda: queue.delete(message.id), job.job_id)
     except sqlite3.Error as exc:
         log.error("Database error finishing %s, message left for redelivery: %s", job.job_id, exc)
-        return "error", job.job_id
+        return "error"
     if not counted:
         log.warning("Job %s was already finished: processed twice", job.job_id)
-        return "duplicate", job.job_id
+        return "duplicate"
     log.debug("Completed job %s", job.job_id)
-    return "completed", job.job_id
+    return "completed"
 
 
 def _handler_failed(
@@ -362,9 +372,18 @@ class WorkerPool:
             self._processes.append(process)
             self._channels.append(parent_end)
         for index, channel in enumerate(self._channels):
-            if not channel.poll(60):
-                raise RuntimeError(f"worker process {index + 1} did not start within 60s")
-            channel.recv()
+            try:
+                if not channel.poll(60):
+                    raise RuntimeError(f"worker process {index + 1} did not start within 60s")
+                channel.recv()
+            except (EOFError, OSError):
+                code = self._processes[index].exitcode
+                for process in self._processes:
+                    process.kill()
+                raise RuntimeError(
+                    f"worker process {index + 1} exited (code {code}) before it was ready; "
+                    "its handler or queue factory could not be loaded in a spawned process"
+                ) from None
         # Start the stagger clock only once every process is ready, so spawn time is not counted.
         self.started_at = time.monotonic()
         for channel in self._channels:

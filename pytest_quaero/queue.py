@@ -48,6 +48,17 @@ def _offset(seconds: float) -> str:
     return f"{seconds:+.3f} seconds"
 
 
+_NO_DELAY = _offset(0.0)
+
+# Built once: an f-string with {NOW} in a method is rebuilt (and re-hashed for the statement
+# cache lookup) on every call, and receive runs once per job.
+_RECEIVE_SQL = (
+    f"update goqite set timeout = strftime('%Y-%m-%dT%H:%M:%fZ', 'now', ?), received = received + 1 "
+    f"where id = (select id from goqite where queue = ? and {NOW} >= timeout and received < ? "
+    f"order by priority desc, created limit 1) returning id, body, received"
+)
+
+
 @dataclass(frozen=True)
 class Message:
     """A received message: goqite id, body, and how many times it has been received."""
@@ -95,19 +106,14 @@ class Queue:
         row = self.conn.execute(
             f"insert into goqite (queue, body, timeout, priority) "
             f"values (?, ?, strftime('%Y-%m-%dT%H:%M:%fZ', 'now', ?), ?) returning id",
-            (self.name, body, _offset(delay), priority),
+            (self.name, body, _offset(delay) if delay else _NO_DELAY, priority),
         ).fetchall()
         return str(row[0][0])
 
     def receive(self) -> Message | None:
         """Claim the next visible message for the visibility timeout, or ``None`` if none."""
         # fetchall(): a RETURNING statement holds the write lock until it is stepped to the end.
-        rows = self.conn.execute(
-            f"update goqite set timeout = strftime('%Y-%m-%dT%H:%M:%fZ', 'now', ?), received = received + 1 "
-            f"where id = (select id from goqite where queue = ? and {NOW} >= timeout and received < ? "
-            f"order by priority desc, created limit 1) returning id, body, received",
-            (self._timeout_offset, self.name, self.max_receive),
-        ).fetchall()
+        rows = self.conn.execute(_RECEIVE_SQL, (self._timeout_offset, self.name, self.max_receive)).fetchall()
         if not rows:
             return None
         msg_id, body, received = rows[0]

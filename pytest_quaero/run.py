@@ -17,13 +17,14 @@ import sqlite3
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from . import db, integrity
-from .log import TemplateFormatter, get_logger, logger
+from .disturbance import Disturbance, RunContext
+from .log import TemplateFormatter, get_logger, log_excerpts, logger
 from .metrics import RunResult, WorkerRecord
 from .pool import Endpoint, EndpointFactory, Handler, WorkerPool, encode_job, open_endpoint
 from .queue import Queue
@@ -74,8 +75,9 @@ class _Tally:
     def __init__(self, workers: int, t0: float) -> None:
         self.t0 = t0
         self.workers = [WorkerRecord(index=i, name=f"JobWorker-{i + 1}") for i in range(workers)]
+        #: every job that reached completed or failed; ``completed`` is derived from it (one set
+        #: of ids, not two: at 150,000 jobs a second set would cost ~6 MB)
         self.finished: set[str] = set()
-        self.completed: set[str] = set()
         self.failed: set[str] = set()
         self.duplicates: list[str] = []
         self.processing_times: list[float] = []
@@ -86,6 +88,11 @@ class _Tally:
         self.retry_parts: list[dict[str, dict[str, Any]]] = []
         self.first_received: float | None = None
         self.live_busy = 0
+
+    @property
+    def completed(self) -> set[str]:
+        """Jobs that completed (finished and not failed: finish_child counts a job only once)."""
+        return self.finished - self.failed
 
     def fold(self, events: list[tuple[Any, ...]]) -> None:
         for event in events:
@@ -100,10 +107,11 @@ class _Tally:
                 if worker is not None:
                     worker.jobs += 1
                 if outcome == "completed":
-                    self.completed.add(job_id)
                     self.finished.add(job_id)
-                    self.processing_times.append(done_at - received_at)
-                    self.latencies.append(latency)
+                    # Rounded here, as the result stores them, so _record keeps these lists
+                    # instead of building a second copy of each at the run's peak memory.
+                    self.processing_times.append(round(done_at - received_at, 6))
+                    self.latencies.append(round(latency, 6))
                 elif outcome == "failed":
                     self.failed.add(job_id)
                     self.finished.add(job_id)
@@ -151,7 +159,8 @@ class _Producers:
     def join(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout
         for thread in self._threads:
-            thread.join(max(0.0, deadline - time.monotonic()))
+            if thread.ident is not None:  # never started: the run failed before producing
+                thread.join(max(0.0, deadline - time.monotonic()))
 
     def _produce(self, p: int) -> None:
         name = f"Producer-{p}"
@@ -161,7 +170,8 @@ class _Producers:
         errors: list[str] = []
         endpoint: Endpoint | None = None
         try:
-            endpoint = self.endpoint_factory(self.db_path, self.settings)
+            # Opening can meet a lock too (PRAGMAs in rollback-journal mode): retried and counted.
+            endpoint = retrier.call("connect", lambda: self.endpoint_factory(self.db_path, self.settings))
             store, queue = endpoint.store, endpoint.queue
             pid = integrity.parent_id(self.run_id, p)
             children = self.scenario.children
@@ -217,13 +227,16 @@ def run_scenario(
     deadline: float | None = None,
     sample_interval: float = 0.25,
     pool_factory: Callable[..., WorkerPool] = WorkerPool,
+    disturbances: Sequence[Disturbance] = (),
 ) -> RunResult:
     """Run ``scenario`` once and return everything it measured.
 
     ``deadline`` (seconds, default the scenario's time limit) stops a run that does
     not drain; the result then says ``timed_out`` and the criteria judge it.
     ``handler``, ``endpoint_factory`` and ``pool_factory`` swap in a user's (or a
-    deliberately broken) job handler, queue/store, or pool.
+    deliberately broken) job handler, queue/store, or pool. ``disturbances`` (contention
+    loads, fault injectors; see :mod:`pytest_quaero.disturbance`) start after the pool and
+    stop after the drain.
     """
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -257,16 +270,25 @@ def run_scenario(
         tally = _Tally(settings.workers, t0)
         mark("pool_started", pool_started)
         monitor = db.connect(db_path, settings)
+        # A queue made by pytest_quaero_make_queue keeps its messages where it likes, so the
+        # run watches it through its own counts() (protocols.QueueProtocol), not the goqite table.
+        watched = endpoint_factory(db_path, settings) if getattr(endpoint_factory, "watch_queue", False) else None
+        started: list[Disturbance] = []
         try:
+            for disturbance in disturbances:
+                disturbance.start(RunContext(scenario, settings, db_path, str(run_dir), run_id, t0, pool, mark))
+                started.append(disturbance)
             mark("parent_creation_started")
             producers.start()
             _watch(scenario, settings, pool, producers, tally, monitor, t0, deadline, sample_interval,
-                   result, on_progress, mark)
+                   result, on_progress, mark, watched.queue if watched is not None else None)
         finally:
             pool.stop()
             producers.join(30)
             tally.fold(pool.poll_events())
-        done_at = time.monotonic()
+            done_at = time.monotonic()
+            for disturbance in reversed(started):
+                disturbance.stop()
         result.execution_time = done_at - t0
         if tally.first_received is not None:
             mark("processing_started", tally.first_received)
@@ -274,9 +296,16 @@ def run_scenario(
         try:
             checks = integrity.check(monitor, run_id, parents=scenario.parents, children_per_parent=scenario.children,
                                      queue_name=settings.queue_name, max_receive=settings.max_receive)
+            if watched is not None:
+                left = watched.queue.counts()
+                checks["messages_left"], checks["dead_messages"] = int(left.total), int(left.dead)
         finally:
             monitor.close()
+            if watched is not None:
+                watched.close()
         _record(result, tally, producers, checks)
+        for disturbance in started:
+            disturbance.record(result)
         timeline.sort(key=lambda entry: entry["offset"])
         mark("completed")
         result.timeline = timeline
@@ -284,6 +313,8 @@ def run_scenario(
         log.info("Scenario %s finished: %d/%d jobs completed in %.2fs (%.1f jobs/s), %d busy errors",
                  scenario.name, result.jobs_completed, scenario.total_jobs, result.execution_time,
                  result.throughput, result.busy_errors)
+        # The reports quote real lines of this run; read them while the file is certainly here.
+        result.log_excerpts = log_excerpts(log_path)
         return result
     finally:
         detach_log()
@@ -310,15 +341,20 @@ def _prepare(db_path: str, settings: Settings) -> db.Pragmas:
 
 def _watch(scenario: Scenario, settings: Settings, pool: WorkerPool, producers: _Producers, tally: _Tally,
            monitor: sqlite3.Connection, t0: float, deadline: float, sample_interval: float, result: RunResult,
-           on_progress: Callable[[Progress], None] | None, mark: Callable[..., None]) -> None:
-    queue = Queue(monitor, settings.queue_name, visibility_timeout=settings.visibility_timeout,
-                  max_receive=settings.max_receive)
+           on_progress: Callable[[Progress], None] | None, mark: Callable[..., None], watched: Any = None) -> None:
+    queue = watched if watched is not None else Queue(
+        monitor, settings.queue_name, visibility_timeout=settings.visibility_timeout, max_receive=settings.max_receive)
     queueing_marked = False
     while True:
         now = time.monotonic()
         tally.fold(pool.poll_events())
         try:
+            sampled = time.monotonic()
             counts = queue.counts()
+            # counts() reads every row of the queue: with a backlog of 100,000+ messages one
+            # sample takes tens of milliseconds, so sample less often rather than spend more
+            # than ~1/_SAMPLE_COST_SHARE of the run on watching.
+            interval = max(sample_interval, _SAMPLE_COST_SHARE * (time.monotonic() - sampled))
         except sqlite3.OperationalError as exc:
             if classify(exc) is None:
                 raise
@@ -348,7 +384,34 @@ def _watch(scenario: Scenario, settings: Settings, pool: WorkerPool, producers: 
             result.worker_errors.append("every worker stopped before the queue drained")
             mark("jobs_completed", label="Every worker stopped before the queue drained")
             return
-        time.sleep(sample_interval)
+        _nap(pool, producers, tally, now + (interval if counts is not None else sample_interval))
+
+
+#: The monitor takes a queue sample at most every sample_interval, and makes one sample cost
+#: at most 1/_SAMPLE_COST_SHARE of the time between samples.
+_SAMPLE_COST_SHARE = 20
+#: Between samples the monitor folds worker events this often, so it sees the last job finish
+#: within ~10 ms instead of up to a whole sample interval (0.25 s) later, which would add that
+#: much to execution_time and make small runs' throughput noisy.
+_FOLD_INTERVAL = 0.01
+
+
+def _nap(pool: WorkerPool, producers: _Producers, tally: _Tally, until: float) -> None:
+    """Wait until ``until``, folding events; wake early when the last enqueued job finishes."""
+    # Only the moment it happens: if every job had already finished at the last sample (yet
+    # messages remain), waking early again would turn the wait into a busy loop of counts().
+    all_finished = producers.done and len(tally.finished) >= producers.sent
+    while True:
+        left = until - time.monotonic()
+        if left <= 0:
+            return
+        time.sleep(min(left, _FOLD_INTERVAL))
+        tally.fold(pool.poll_events())
+        if (not all_finished and producers.done and len(tally.finished) >= producers.sent
+                # and only once every worker has started: a staggered worker still due must get
+                # its start recorded (the stagger criterion), as the plain sample interval allowed
+                and all(worker.start_offset is not None for worker in tally.workers)):
+            return
 
 
 def _record(result: RunResult, tally: _Tally, producers: _Producers, checks: dict[str, Any]) -> None:
@@ -366,8 +429,8 @@ def _record(result: RunResult, tally: _Tally, producers: _Producers, checks: dic
     result.duplicate_jobs = sorted(set(tally.duplicates))[:20]
     result.redeliveries = tally.redeliveries
     result.job_errors = tally.job_errors
-    result.processing_times = [round(t, 6) for t in tally.processing_times]
-    result.latencies = [round(t, 6) for t in tally.latencies]
+    result.processing_times = tally.processing_times  # rounded as folded
+    result.latencies = tally.latencies
     result.producer_errors = producers.errors[:50]
     result.worker_errors.extend(tally.errors[:50])
     result.integrity = checks

@@ -281,6 +281,8 @@ class Settings:
     db_path: str | None = None
     #: threshold overrides, ``{scenario or "*": {criterion key: raw value}}``, checked by criteria
     thresholds: Mapping[str, Mapping[str, str]] = field(default_factory=dict, compare=False)
+    #: where each threshold override came from, keyed ``"scope.key"`` (scope ``*`` = every scenario)
+    threshold_sources: Mapping[str, str] = field(default_factory=dict, compare=False)
     sources: Mapping[str, str] = field(default_factory=dict, compare=False)
 
     def replace(self, source: str = "override", **changes: Any) -> Settings:
@@ -414,13 +416,16 @@ def resolve(
     """Merge every source into one validated Settings; raises SettingsError naming the culprit."""
     toml_values: dict[tuple[str, str], Any] = {}
     thresholds: dict[str, dict[str, str]] = {}
+    threshold_sources: dict[str, str] = {}
     if threshold_ini:
-        _merge_thresholds(thresholds, _threshold_lines(threshold_ini, f"quaero_thresholds ({ini_name})"))
+        where = f"quaero_thresholds ({ini_name})"
+        _merge_thresholds(thresholds, _threshold_lines(threshold_ini, where), threshold_sources, where)
     if config_file:
         toml_values, file_thresholds = _flatten_toml(config_file, _load_toml(config_file))
-        _merge_thresholds(thresholds, file_thresholds)
+        _merge_thresholds(thresholds, file_thresholds, threshold_sources, f"[thresholds] in {config_file}")
     if threshold_cli:
-        _merge_thresholds(thresholds, _threshold_lines(threshold_cli, "--quaero-threshold (command line)"))
+        where = "--quaero-threshold (command line)"
+        _merge_thresholds(thresholds, _threshold_lines(threshold_cli, where), threshold_sources, where)
 
     values: dict[str, Any] = {}
     sources: dict[str, str] = {}
@@ -445,12 +450,16 @@ def resolve(
             break
         else:
             sources[spec.name] = "default"
-    return Settings(**values, thresholds=thresholds, sources=sources)
+    return Settings(**values, thresholds=thresholds, threshold_sources=threshold_sources, sources=sources)
 
 
-def _merge_thresholds(into: dict[str, dict[str, str]], new: Mapping[str, Mapping[str, str]]) -> None:
+def _merge_thresholds(
+    into: dict[str, dict[str, str]], new: Mapping[str, Mapping[str, str]], sources: dict[str, str], where: str
+) -> None:
     for scenario, entries in new.items():
         into.setdefault(scenario, {}).update(entries)
+        for key in entries:
+            sources[f"{scenario}.{key}"] = where
 
 
 def to_toml(settings: Settings) -> str:
@@ -470,7 +479,7 @@ def to_toml(settings: Settings) -> str:
         elif isinstance(value, (int,)):
             rendered = str(value)
         else:
-            rendered = '"' + settings.describe(spec.name).replace('"', '\\"') + '"'
+            rendered = '"' + settings.describe(spec.name).replace("\\", "\\\\").replace('"', '\\"') + '"'
         sections.setdefault(section, []).append(f"{key} = {rendered}")
     blocks = []
     for section in ("queue", "storage.sqlite", "load_test"):

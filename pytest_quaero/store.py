@@ -43,6 +43,22 @@ create index if not exists crawl_jobs_parent_idx on crawl_jobs (parent_id, creat
 
 TERMINAL = ("completed", "failed")
 
+# The per-job statements, built once: as f-strings inside the methods they were rebuilt (and
+# re-hashed for sqlite3's statement cache) on every call, twice inside finish_child's write lock.
+_MARK_RUNNING_SQL = (
+    f"update crawl_jobs set status = 'running', started_at = {NOW}, error = '' "
+    f"where id = ? and status not in ('completed', 'failed')"
+)
+_FINISH_CHILD_SQL = f"update crawl_jobs set status = ?, completed_at = {NOW}, error = ? where id = ?"
+_PARENT_PROGRESS_SQL = (
+    f"update crawl_jobs set "
+    f"completed_urls = completed_urls + ?, failed_urls = failed_urls + ?, "
+    f"pending_urls = pending_urls - 1, "
+    f"status = case when pending_urls - 1 <= 0 then 'completed' else status end, "
+    f"completed_at = case when pending_urls - 1 <= 0 then {NOW} else completed_at end "
+    f"where id = ? and pending_urls > 0"
+)
+
 
 def create_schema(conn: sqlite3.Connection) -> None:
     conn.executescript(SCHEMA)
@@ -86,11 +102,7 @@ class JobStore:
                 enqueue()
 
     def mark_running(self, job_id: str) -> None:
-        self.conn.execute(
-            f"update crawl_jobs set status = 'running', started_at = {NOW}, error = '' "
-            f"where id = ? and status not in ('completed', 'failed')",
-            (job_id,),
-        )
+        self.conn.execute(_MARK_RUNNING_SQL, (job_id,))
 
     def record_attempt_failure(self, job_id: str, error: str) -> None:
         """A failed attempt that will be redelivered: back to pending, error kept."""
@@ -112,19 +124,8 @@ class JobStore:
             row = self.conn.execute("select status from crawl_jobs where id = ?", (job_id,)).fetchone()
             if row is None or row[0] in TERMINAL:
                 return False
-            self.conn.execute(
-                f"update crawl_jobs set status = ?, completed_at = {NOW}, error = ? where id = ?",
-                (status, error[:500], job_id),
-            )
-            self.conn.execute(
-                f"update crawl_jobs set "
-                f"completed_urls = completed_urls + ?, failed_urls = failed_urls + ?, "
-                f"pending_urls = pending_urls - 1, "
-                f"status = case when pending_urls - 1 <= 0 then 'completed' else status end, "
-                f"completed_at = case when pending_urls - 1 <= 0 then {NOW} else completed_at end "
-                f"where id = ? and pending_urls > 0",
-                (0 if failed else 1, 1 if failed else 0, parent_id),
-            )
+            self.conn.execute(_FINISH_CHILD_SQL, (status, error[:500], job_id))
+            self.conn.execute(_PARENT_PROGRESS_SQL, (0 if failed else 1, 1 if failed else 0, parent_id))
         return True
 
     def get(self, job_id: str) -> dict[str, Any] | None:

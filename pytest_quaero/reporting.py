@@ -1,0 +1,257 @@
+"""Wires the reports into a pytest session: options, when each file is written, JUnit, CI summary.
+
+* ``--quaero-report=PATH.md`` (:mod:`.report_md`) and ``--quaero-json=PATH``
+  (:mod:`.results_json`) are written once, at session finish, by the process that saw
+  every test report (the xdist controller, or the only process), from
+  ``state(config).results``: the results that travelled on those reports.
+* With ``$GITHUB_STEP_SUMMARY`` set, the criteria tables are appended to that file.
+* Every metric of a run becomes a ``user_properties`` entry of the test that ran it,
+  so ``--junitxml`` writes it as a ``<property>`` (and xdist ships it with the report).
+* The pytest-html integration (:mod:`.report_html`) is registered only when pytest-html
+  is active, and the progress line (:mod:`.progress`) only where it can be seen.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from collections.abc import Generator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+if TYPE_CHECKING:
+    from .metrics import RunResult
+    from .plugin import QuaeroState
+
+__all__ = ["ReportOptions", "ReportsPlugin", "add_options", "configure", "junit_properties"]
+
+PROGRESS_MODES = ("auto", "live", "plain", "off")
+
+
+def add_options(group: Any) -> None:
+    group.addoption(
+        "--quaero-report", dest="quaero_report", metavar="PATH.md",
+        help="write the team's load-test template, filled in from this session's measurements, to PATH.md.",
+    )
+    group.addoption(
+        "--quaero-json", dest="quaero_json", metavar="PATH",
+        help="write every metric, setting, verdict and timeline of this session as JSON (the baseline format).",
+    )
+    group.addoption(
+        "--quaero-progress", dest="quaero_progress", default="auto", choices=PROGRESS_MODES,
+        help="live progress per running scenario: auto (in-place line on a terminal, a plain line every "
+        "10s otherwise, nothing under -q), live, plain or off. Default: auto.",
+    )
+
+
+@dataclass(frozen=True)
+class ReportOptions:
+    markdown: Path | None = None
+    json: Path | None = None
+    progress: str = "auto"
+    step_summary: Path | None = None
+
+
+def _output_path(config: pytest.Config, option: str) -> Path | None:
+    raw = config.getoption(option)
+    if raw is None or raw == "":
+        return None
+    spelled = f"--{option.replace('_', '-')}={raw}"
+    path = Path(os.path.expandvars(str(raw))).expanduser()
+    if not path.is_absolute():
+        path = Path(config.invocation_params.dir) / path
+    if path.is_dir():
+        raise pytest.UsageError(f"{spelled}: is a directory; give a file path such as results/quaero.md.")
+    for parent in path.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise pytest.UsageError(f"{spelled}: {parent} is a file, so nothing can be written below it.")
+            break
+    return path
+
+
+def options_from(config: pytest.Config) -> ReportOptions:
+    summary = os.environ.get("GITHUB_STEP_SUMMARY", "").strip()
+    return ReportOptions(
+        markdown=_output_path(config, "quaero_report"),
+        json=_output_path(config, "quaero_json"),
+        progress=config.getoption("quaero_progress") or "auto",
+        step_summary=Path(summary) if summary else None,
+    )
+
+
+def is_worker(config: pytest.Config) -> bool:
+    return hasattr(config, "workerinput")
+
+
+def configure(config: pytest.Config, current: QuaeroState) -> None:
+    """Register the report machinery this session needs (called from the plugin's pytest_configure)."""
+    options = options_from(config)
+    config.pluginmanager.register(ReportsPlugin(config, current, options), "quaero-reports")
+    if config.pluginmanager.hasplugin("html") and not is_worker(config):
+        # pytest-html's hooks exist only when it is installed; a class registered only then
+        # keeps pytest from rejecting them as unknown (see pytest's "optionally using hooks").
+        from .report_html import HtmlIntegration
+
+        config.pluginmanager.register(HtmlIntegration(config, current), "quaero-html")
+
+
+def junit_properties(result: RunResult) -> list[tuple[str, Any]]:
+    """``("quaero.light.throughput", 381.2)`` for every metric of ``result``."""
+    from .results_json import metrics_of
+
+    prefix = f"quaero.{result.scenario}."
+    return [(prefix + name, value) for name, value in metrics_of(result).items()]
+
+
+def _write_text_atomic(path: Path, text: str) -> None:
+    from .results_json import _readable
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+        _readable(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+
+
+@dataclass(eq=False)  # registered as a pytest plugin, which must stay hashable
+class ReportsPlugin:
+    """Session hooks for the Markdown/JSON files, the CI summary, JUnit properties and progress."""
+
+    config: pytest.Config
+    state: QuaeroState
+    options: ReportOptions
+    started: float = field(default_factory=time.time)
+    written: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+
+    @pytest.hookimpl(trylast=True)
+    def pytest_sessionstart(self, session: pytest.Session) -> None:
+        self.started = time.time()
+        from .progress import choose_mode, install
+
+        terminal = self.config.pluginmanager.getplugin("terminalreporter")
+        mode = choose_mode(
+            self.options.progress,
+            verbosity=self.config.get_verbosity(),
+            isatty=bool(getattr(terminal, "isatty", False)),
+            live_logging=bool(self.config.getoption("log_cli_level", None) or self.config.getini("log_cli")),
+            worker=is_worker(self.config),
+        )
+        if mode != "off":
+            install(self.config, self.state.harness, mode)
+
+    # tryfirst makes this the outermost wrapper, so it runs after the plugin's own wrapper has
+    # put the carried results on the report.
+    @pytest.hookimpl(wrapper=True, tryfirst=True)
+    def pytest_runtest_makereport(self, item: pytest.Item, call: pytest.CallInfo[None]) -> Generator[None, Any, Any]:
+        report = yield
+        carried = getattr(report, "quaero_results", None)
+        if carried:
+            from .metrics import RunResult
+
+            for data in carried:
+                properties = junit_properties(RunResult.from_dict(data))
+                # the item's list feeds the teardown report, which is the one junitxml reads;
+                # the report's own copy serves tools that read the call report
+                item.user_properties.extend(properties)
+                report.user_properties.extend(properties)
+        return report
+
+    def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
+        if is_worker(self.config):
+            return  # the controller writes, from the results every worker's reports carried
+        results = list(self.state.results)
+        context: dict[str, Any] = {}
+        if self.options.json is not None:
+            self._write("JSON results", self.options.json, lambda: self._json(results, exitstatus, context))
+        if self.options.markdown is not None:
+            self._write("Markdown report", self.options.markdown, lambda: self._markdown(results, context))
+        if self.options.step_summary is not None and results:
+            try:
+                from .report_md import step_summary
+
+                with open(self.options.step_summary, "a", encoding="utf-8") as handle:
+                    handle.write(step_summary(results))
+                self.written.append(f"summary appended to $GITHUB_STEP_SUMMARY ({self.options.step_summary})")
+            except OSError as exc:
+                self.errors.append(f"could not append to $GITHUB_STEP_SUMMARY {self.options.step_summary}: {exc}")
+
+    def _write(self, what: str, path: Path, produce: Any) -> None:
+        try:
+            produce()
+            self.written.append(f"{what} written to {path}")
+        except OSError as exc:
+            self.errors.append(f"could not write the {what} to {path}: {exc}")
+
+    def _context(self, context: dict[str, Any]) -> dict[str, Any]:
+        """Machine, commit and versions, found once per session and shared by both files."""
+        if not context:
+            from .results_json import commit_info, machine_info, versions
+
+            context.update(machine=machine_info(), commit=commit_info(self.config.rootpath), versions=versions())
+        return context
+
+    def _json(self, results: list[RunResult], exitstatus: int, context: dict[str, Any]) -> None:
+        from .results_json import build_document, write_atomic
+
+        ctx = self._context(context)
+        settings = self.state.settings
+        document = build_document(
+            results,
+            commit=ctx["commit"],
+            session={
+                "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.started)),
+                "duration": round(time.time() - self.started, 6),
+                "exitstatus": int(exitstatus),
+                "scenarios": [scenario.name for scenario in self.state.scenarios],
+                "args": [str(arg) for arg in self.config.invocation_params.args],
+                "xdist_workers": _xdist_workers(self.config),
+                "passed": bool(results) and all(result.passed for result in results),
+            },
+            settings={
+                "values": settings.as_dict(),
+                "sources": dict(settings.sources),
+                "thresholds": {scope: dict(values) for scope, values in settings.thresholds.items()},
+            },
+        )
+        write_atomic(self.options.json, document)  # type: ignore[arg-type]
+
+    def _markdown(self, results: list[RunResult], context: dict[str, Any]) -> None:
+        from .report_md import ReportContext, render
+
+        ctx = self._context(context)
+        text = render(ReportContext(
+            results=results, settings=self.state.settings, created=self.started, machine=ctx["machine"],
+            commit=ctx["commit"], versions=ctx["versions"], session_duration=time.time() - self.started,
+            json_path=str(self.options.json) if self.options.json is not None else None,
+        ))
+        _write_text_atomic(self.options.markdown, text)  # type: ignore[arg-type]
+
+    @pytest.hookimpl(trylast=True)
+    def pytest_terminal_summary(self, terminalreporter: Any) -> None:
+        for line in self.written:
+            terminalreporter.write_line(f"quaero: {line}")
+        for line in self.errors:
+            terminalreporter.write_line(f"quaero: {line}", red=True, bold=True)
+        if (self.options.markdown or self.options.json) and not self.state.results and not is_worker(self.config):
+            terminalreporter.write_line(
+                "quaero: no scenario ran in this session, so the reports say 'not measured' throughout "
+                "(run with --quaero-scenario=light|medium|heavy|all)", yellow=True)
+
+
+def _xdist_workers(config: pytest.Config) -> int:
+    numprocesses = getattr(config.option, "numprocesses", None)
+    return int(numprocesses) if isinstance(numprocesses, int) else 0
