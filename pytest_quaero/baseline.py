@@ -24,7 +24,6 @@ itself; a baseline only gates what has no fixed bound, such as speed.
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 import os
 import re
@@ -45,9 +44,12 @@ __all__ = [
     "CompareRule",
     "Metric",
     "MetricRow",
+    "StoredBaseline",
     "compare",
+    "document_fingerprint",
     "fingerprint",
     "format_table",
+    "load_results",
     "parse_rules",
     "scenario_key",
 ]
@@ -454,9 +456,10 @@ class BaselineStore:
         from .results_json import build_document, write_atomic
 
         key = scenario_key(result)
-        entry = result.to_dict()
+        # The entry exactly as --quaero-json writes it (machine, commit, versions on the document).
+        new_document = build_document([result])
+        entry = new_document["results"][0]
         entry["extra"] = dict(entry.get("extra") or {})
-        entry["extra"].pop("baseline", None)
         entry["extra"]["baseline"] = {
             "key": key, "fingerprint": machine, "saved": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         }
@@ -471,7 +474,6 @@ class BaselineStore:
                 if not same:
                     kept.append(old)
             kept.append(entry)
-            new_document = build_document([])
             new_document["results"] = kept
             new_document["baseline_store"] = True
             write_atomic(self.path, new_document)
@@ -496,7 +498,3 @@ def document_fingerprint(document: Mapping[str, Any], result: RunResult) -> str:
     if isinstance(info, dict) and info.get("fingerprint"):
         return str(info["fingerprint"])
     return fingerprint(document.get("machine") or {})
-
-
-def dumps(rows: Sequence[MetricRow]) -> str:
-    return json.dumps([row.as_dict() for row in rows])

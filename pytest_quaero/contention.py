@@ -39,6 +39,7 @@ lands in ``result.extra["contention"]``:
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import threading
@@ -133,8 +134,16 @@ def _load_settings(settings: Settings) -> Settings:
     return settings.replace(source="contention load", busy_timeout_ms=max(settings.busy_timeout_ms, 5000))
 
 
-def _load_main(spec: LoadSpec, db_path: str, settings: Settings, channel: Any, stop: Any) -> None:
-    """Body of one load process: connect, say ready, disturb until told to stop, report."""
+def _load_main(spec: LoadSpec, channel: Any, stop: Any) -> None:
+    """Body of one load process: wait for the database, connect, say ready, disturb until stopped, report.
+
+    The process is spawned before the run starts its clock and told which database to
+    use only then, so interpreter start-up never counts as the run's time.
+    """
+    message = channel.recv()
+    if message[0] != "go":
+        return
+    _, db_path, settings = message
     import sqlite3
 
     from . import db
@@ -287,25 +296,54 @@ class ContentionLoad:
     def from_spec(cls, text: str) -> ContentionLoad:
         return cls(parse_contention(text), spec=text)
 
-    def start(self, run: RunContext) -> None:
+    def prepare(self) -> None:
+        """Spawn the load processes ahead of the run (idempotent); they wait to be told the database.
+
+        Called before ``run_scenario`` (the gate does), the ~0.3s a spawned interpreter
+        needs to start is not part of the run's execution time; :meth:`start` calls it
+        otherwise. :meth:`close` ends processes of a run that never started.
+        """
+        if self._processes:
+            return
         import multiprocessing
 
-        self._run = run
-        self._report = {"spec": self.spec or ";".join(load.text for load in self.loads), "loads": [], "errors": []}
-        self._sampler = threading.Thread(target=self._sample, name="quaero-wal-sampler", daemon=True)
-        self._sampler.start()
         context = multiprocessing.get_context("spawn")
         self._stop = context.Event()
+        try:
+            for load in self.loads:
+                parent_end, child_end = context.Pipe(duplex=True)
+                process = context.Process(target=_load_main, args=(load, child_end, self._stop),
+                                          name=f"quaero-contention-{load.kind}", daemon=True)
+                process.start()
+                child_end.close()
+                self._processes.append((load, process, parent_end))
+        except BaseException:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        """End the load processes without a report (a run that failed before :meth:`start`)."""
+        if self._stop is not None:
+            self._stop.set()
+        self._sampling.set()
+        for _, process, channel in self._processes:
+            with contextlib.suppress(OSError, ValueError):
+                channel.send(("stop",))
+            process.join(2)
+            if process.is_alive():
+                process.kill()
+
+    def start(self, run: RunContext) -> None:
+        self._run = run
+        self._report = {"spec": self.spec or ";".join(load.text for load in self.loads), "loads": [], "errors": []}
+        self.prepare()
+        self._sampler = threading.Thread(target=self._sample, name="quaero-wal-sampler", daemon=True)
+        self._sampler.start()
         settings = _load_settings(run.settings)
-        for load in self.loads:
-            parent_end, child_end = context.Pipe(duplex=False)
-            process = context.Process(target=_load_main, args=(load, run.db_path, settings, child_end, self._stop),
-                                      name=f"quaero-contention-{load.kind}", daemon=True)
-            process.start()
-            child_end.close()
-            self._processes.append((load, process, parent_end))
+        for _, _, channel in self._processes:
+            channel.send(("go", run.db_path, settings))
         # The run's producers start only once every load is connected and disturbing.
-        for load, process, channel in self._processes:
+        for load, _, channel in self._processes:
             if not channel.poll(60):
                 self._report["errors"].append(f"{load.text}: load process did not start within 60s")
                 continue

@@ -39,10 +39,16 @@ class RunContext:
 
 
 class Disturbance(Protocol):
-    """Started after the pool, stopped after the drain; must not raise from ``stop``/``record``."""
+    """Started after the pool, stopped after the drain; must not raise from ``stop``/``record``.
+
+    ``close`` releases what the disturbance holds even if the run never started it (the
+    caller that made it calls it after the run, whatever happened; it must be idempotent).
+    """
 
     def start(self, run: RunContext) -> None: ...
 
     def stop(self) -> None: ...
 
     def record(self, result: RunResult) -> None: ...
+
+    def close(self) -> None: ...

@@ -321,11 +321,11 @@ class WorkerHooks:
 class HookEndpointFactory:
     """``endpoint_factory(db_path, settings)`` made of ``pytest_quaero_make_store/_queue``."""
 
-    #: run_scenario watches the drain through this factory's queue.counts()
-    watch_queue = True
-
-    def __init__(self, hooks: WorkerHooks) -> None:
+    def __init__(self, hooks: WorkerHooks, *, watch_queue: bool = True) -> None:
         self.hooks = hooks
+        #: run_scenario watches the drain through this factory's queue.counts(); pointless
+        #: when only the store is the user's (the queue is then the built-in goqite one)
+        self.watch_queue = watch_queue
 
     def __call__(self, db_path: str, settings: Settings) -> Endpoint:
         from .pool import Endpoint
@@ -413,7 +413,8 @@ class Extensions:
         if not (self._own("pytest_quaero_make_queue") or self._own("pytest_quaero_make_store")):
             return open_endpoint
         try:
-            factory = HookEndpointFactory(self._worker_hooks(settings))
+            factory = HookEndpointFactory(self._worker_hooks(settings),
+                                          watch_queue=bool(self._own("pytest_quaero_make_queue")))
             self._preflight(factory, settings)
         except ProtocolError as exc:
             pytest.fail(f"{self.where}: {exc}", pytrace=False)

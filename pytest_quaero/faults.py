@@ -58,7 +58,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -623,6 +623,10 @@ class FaultPlan:
                 })
         if run is not None:
             self._verify_kills(run)
+        self.close()
+
+    def close(self) -> None:
+        """Remove the control directory (also when the run failed before the plan started)."""
         shutil.rmtree(self.control_dir, ignore_errors=True)
 
     def _verify_kills(self, run: RunContext) -> None:

@@ -174,14 +174,19 @@ def compare_fixes(
 
     def variant(name: str, names: Sequence[str]) -> dict[str, Any]:
         run_dir = work / name
+        options = run_options()
         try:
             other = run_scenario(scenario, disable(base, names, source="--quaero-compare-fixes"), run_dir=run_dir,
-                                 deadline=deadline, **run_options())
+                                 deadline=deadline, **options)
             other.verdicts = [v.as_dict() for v in evaluate(other, thresholds)]
             return figures(other)
         except Exception as exc:  # a variant that cannot run is reported, never fatal
             return {"error": f"{type(exc).__name__}: {exc}"}
         finally:
+            for disturbance in options.get("disturbances", ()):
+                close = getattr(disturbance, "close", None)
+                if close is not None:
+                    close()
             shutil.rmtree(run_dir, ignore_errors=True)
 
     before = variant("all-fixes-off", list(FIXES))

@@ -6,7 +6,6 @@ having the plugin installed imports none of it.
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,6 +16,8 @@ import pytest
 from .settings import Settings
 
 if TYPE_CHECKING:
+    import sqlite3  # annotations only: importing the plugin must not load SQLite (bench_startup)
+
     from .metrics import RunResult
     from .pool import WorkerPool
     from .queue import Queue

@@ -11,7 +11,6 @@ Failures reach pytest as failing items with a table, never as exceptions.
 from __future__ import annotations
 
 import os
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -55,6 +54,7 @@ class Gate:
 
     def extra_items(self, node: Any) -> list[pytest.Item]:
         from .items import CriterionItem
+        from .regression_item import RegressionItem
 
         items: list[pytest.Item] = []
         if self.faults:
@@ -70,7 +70,9 @@ class Gate:
             return []
         from .contention import ContentionLoad
 
-        return [ContentionLoad.from_spec(self.contention)]
+        load = ContentionLoad.from_spec(self.contention)
+        load.prepare()  # spawned now, so interpreter start-up is not part of the run's time
+        return [load]
 
     def run(self, harness: Harness, scenario: Scenario, extensions: Any = None) -> RunResult:
         """Run ``scenario`` with the gate's loads and faults, then fixes, recovery and baseline.
@@ -95,7 +97,11 @@ class Gate:
             disturbances.append(plan)
         if disturbances:
             options["disturbances"] = disturbances
-        result = harness.run(scenario, extensions=extensions, **options)
+        try:
+            result = harness.run(scenario, extensions=extensions, **options)
+        finally:
+            for disturbance in disturbances:  # also when the run failed before starting them
+                disturbance.close()
         if self.disabled:
             result.extra["disabled_fixes"] = list(self.disabled)
         if plan is not None:
@@ -161,8 +167,9 @@ class Gate:
                     info["saved"] = False
                     info["messages"].append(f"quaero[{result.scenario}]: not saved as a baseline: the run failed "
                                             "its criteria")
-                elif not passed:
+                elif info["status"] == "compared" and not passed:
                     info["saved"] = False
+                    info["messages"].append(f"quaero[{result.scenario}]: not saved as a baseline: it regressed")
                 else:
                     store = BaselineStore(save_to)
                     store.save(result, self.machine)
@@ -176,44 +183,6 @@ class Gate:
             passed = False
             measured = f"baseline error: {exc}"
         return Verdict("regression", "Regression vs Baseline", measured, required, passed, None, detail).as_dict()
-
-
-class RegressionItem(pytest.Item):
-    """``quaero[<scenario>]::regression``: fails with a before/now/limit table."""
-
-    def runtest(self) -> None:
-        from .criteria import Verdict
-        from .items import CriterionFailed
-
-        result = self.parent.result
-        assert result is not None
-        verdict = self.parent.verdict(self.name)
-        info = result.extra.get("baseline", {})
-        for message in info.get("messages", []):
-            warnings.warn(BaselineWarning(message), stacklevel=1)
-        self.user_properties.extend([("quaero_baseline_status", info.get("status", "")),
-                                     ("quaero_measured", verdict.measured), ("quaero_required", verdict.required)])
-        if not verdict.passed:
-            raise CriterionFailed(Verdict.from_dict(verdict.as_dict()))
-
-    def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> Any:
-        from .baseline import format_table
-        from .items import CriterionFailed
-
-        if not isinstance(excinfo.value, CriterionFailed):
-            return super().repr_failure(excinfo, style=style)
-        verdict = excinfo.value.verdict
-        result = self.parent.result
-        lines = [f"{self.parent.name} {verdict.title}: {verdict.message}"]
-        info = result.extra.get("baseline", {}) if result is not None else {}
-        if info.get("rows"):
-            lines.append(f"baseline: {info.get('path')} ({info['key']} on {info['fingerprint']}, "
-                         f"saved {info.get('saved_at', '?')})")
-            lines.extend(format_table(info["rows"]))
-        return "\n".join(lines)
-
-    def reportinfo(self) -> tuple[Any, int | None, str]:
-        return self.path, None, self.nodeid
 
 
 GATE_KEY = pytest.StashKey[Gate]()
@@ -291,6 +260,15 @@ def configure(config: pytest.Config, settings: Settings) -> tuple[Gate | None, S
     faults = opt("quaero_faults", None)
     if not any([save is not None, compare_path, rules_text, require, disable_text, compare_fixes, contention, faults]):
         return None, settings
+    shared_db = opt("quaero_shared_db", None)
+    per_run = [name for name, given in (("--quaero-save-baseline", save is not None), ("--quaero-baseline", compare_path),
+                                        ("--quaero-compare-fail", rules_text), ("--quaero-compare-fixes", compare_fixes),
+                                        ("--quaero-contention", contention), ("--quaero-faults", faults)) if given]
+    if shared_db and per_run:
+        # Shards of one shared-db run are judged as a merge on the controller side; the gate
+        # wraps single runs, so it would silently not apply there.
+        raise pytest.UsageError(f"--quaero-shared-db={shared_db}: cannot be combined with {', '.join(per_run)}; "
+                                "run the gate without --quaero-shared-db (--quaero-disable works with both).")
     gate = Gate(Path(str(config.rootpath)), require_baseline=require, compare_fixes=compare_fixes)
     try:
         if rules_text or require:
@@ -371,11 +349,15 @@ def summary_lines(result: RunResult) -> list[str]:
     if contention:
         under = contention.get("checkpoint_under_load", {})
         after = contention.get("checkpoint_after", {})
-        lines.append(
-            f"{name} contention {contention['spec']}: WAL max {contention.get('wal_max_bytes', 0) / 1024:.0f} KiB, "
-            f"checkpoint(TRUNCATE) under load busy={under.get('busy', '?')} ({under.get('log_frames', '?')} frames), "
-            f"after busy={after.get('busy', '?')}, final WAL {contention.get('wal_final_bytes', 0)} bytes"
-        )
+        if under.get("log_frames") == -1:  # SQLite's answer when the database is not in WAL mode
+            wal = "no WAL (rollback journal)"
+        else:
+            wal = (f"WAL max {contention.get('wal_max_bytes', 0) / 1024:.0f} KiB, checkpoint(TRUNCATE) under load "
+                   f"busy={under.get('busy', '?')} ({under.get('log_frames', '?')} frames), "
+                   f"after busy={after.get('busy', '?')}, final WAL {contention.get('wal_final_bytes', 0)} bytes")
+        lines.append(f"{name} contention {contention['spec']}: {wal}")
+        for error in contention.get("errors", []):
+            lines.append(f"  contention error: {error}")
         for load in contention.get("loads", []):
             lines.append(f"  {load.get('text', load.get('kind'))}: {load.get('iterations', 0)} rounds, "
                          f"{load.get('busy_errors', 0)} busy errors of its own"

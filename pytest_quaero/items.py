@@ -7,15 +7,19 @@ the verdict with ``measured X, required Y`` and no traceback.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from .criteria import CRITERIA, Verdict
 from .gate import gate_of
-from .harness import Harness
 from .metrics import RunResult
 from .scenarios import Scenario
+
+if TYPE_CHECKING:
+    # annotations only: xdist_support imports this module at every start-up, and the harness
+    # pulls in run, pool, multiprocessing and sqlite3 (benchmarks/bench_startup.py)
+    from .harness import Harness
 
 __all__ = ["CriterionFailed", "CriterionItem", "ScenarioNode", "make_scenario_nodes"]
 

@@ -44,8 +44,13 @@ class _NamedAdapter(logging.LoggerAdapter):  # type: ignore[type-arg]
 
 
 def get_logger(name: str) -> logging.LoggerAdapter:  # type: ignore[type-arg]
-    """A logger whose lines carry ``name`` (``JobWorker-1``, ``Producer-3``, ``WorkerPool``)."""
-    return _NamedAdapter(logger, {"worker": name})
+    """A logger whose lines carry ``name`` (``JobWorker-1``, ``Producer-3``, ``WorkerPool``).
+
+    It is the child logger ``pytest_quaero.<name>``, so pytest's live log
+    (``--log-cli-level=INFO``, whose format shows ``%(name)s``) names the worker too; records
+    still reach the handlers on ``pytest_quaero`` itself.
+    """
+    return _NamedAdapter(logging.getLogger(f"{LOGGER_NAME}.{name}"), {"worker": name})
 
 
 # Lines the Markdown report quotes as "Sample Log Excerpts". The run picks them out of its

@@ -181,7 +181,11 @@ def _check(obj: object, methods: dict[str, tuple[tuple[Any, ...], dict[str, Any]
         try:
             signature.bind(*args, **kwargs)
         except TypeError as exc:
-            problems.append(f"{name}{signature} cannot be called as {spelled} ({exc})")
+            plain = signature.replace(
+                parameters=[p.replace(annotation=inspect.Parameter.empty) for p in signature.parameters.values()],
+                return_annotation=inspect.Signature.empty,
+            )
+            problems.append(f"{name}{plain} cannot be called as {spelled} ({exc})")
     if problems:
         contract = "pytest_quaero.protocols." + ("QueueProtocol" if what == "queue" else "StoreProtocol")
         raise ProtocolError(

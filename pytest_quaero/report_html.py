@@ -18,7 +18,6 @@ from __future__ import annotations
 import base64
 import io
 import platform
-import sqlite3
 from html import escape
 from typing import TYPE_CHECKING, Any
 
@@ -154,6 +153,8 @@ class HtmlIntegration:
         metadata = self.config.stash.get(metadata_key, None)
         if metadata is None:
             return
+        import sqlite3
+
         from .results_json import plugin_version
 
         settings = self.state.settings
@@ -203,6 +204,8 @@ class HtmlIntegration:
         results = self.state.results
         if not results:
             return
+        import sqlite3
+
         failed = [r for r in results if not r.passed]
         parts = [
             f"<div class=\"quaero-summary\"><h2>quaero load test: {'FAIL' if failed or not results else 'PASS'}</h2>"

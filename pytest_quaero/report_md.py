@@ -7,11 +7,16 @@ operations successful", "APPROVED FOR PRODUCTION") appears only when this sessio
 numbers say so. Nothing here measures anything: it reads :class:`RunResult` objects
 (the ones that travelled to this process on test reports) and a little context.
 
-Keys of ``RunResult.extra`` read here (written by other features, all optional):
+Keys of ``RunResult.extra`` read here (written by other features, all optional, all
+read defensively so a missing or reshaped entry degrades to "not measured"):
 
-* ``compare_fixes``: the before-fixes run of ``--quaero-compare-fixes``; a dict whose
-  ``busy_errors`` (or ``before.busy_errors``) is the SQLITE_BUSY count with the fixes
-  off, optionally ``throughput`` and ``disabled`` (the fixes turned off).
+* ``fix_comparison`` (``--quaero-compare-fixes``, :mod:`pytest_quaero.fixes`):
+  ``before.busy_errors`` (all fixes off) against the judged run, and ``ablation`` rows
+  (``fix``, ``title``, ``busy_errors``, ``retries``, ``throughput``, ``delta_busy_errors``,
+  or ``error``). ``compare_fixes`` with the same ``busy_errors`` is read as a fallback.
+* ``disabled_fixes`` (``--quaero-disable``): fixes the session ran without.
+* ``faults`` (``--quaero-faults``): ``injected`` and ``missed`` entries.
+* ``contention`` (``--quaero-contention``): ``loads``, ``wal_max_bytes``, ``checkpoint_after``.
 * ``origin``: the test that ran the scenario through the ``quaero_run`` fixture.
 """
 
@@ -294,7 +299,8 @@ class _Report:
             status = not_measured("no scenario ran in this session (run with --quaero-scenario=light|medium|heavy|all)")
         else:
             status = (f"{'PASS' if self.overall_passed else 'FAIL'} ({verdicts - len(self.failed)} of "
-                      f"{_plural(verdicts, 'criterion', 'criteria')} passed in {_plural(len(self.results), 'scenario run')})")
+                      f"{_plural(verdicts, 'criterion', 'criteria')} passed in "
+                      f"{_plural(len(self.results), 'scenario run')})")
         self.add(f"**Overall Status:** {status}")
         self.add(f"**Key Findings:** {self.key_findings()}")
         self.add(f"**Recommendation:** {self.recommendation()}", "", "---", "")
@@ -311,7 +317,8 @@ class _Report:
         first = f"Ran {_plural(len(self.runs), 'scenario run')}: {runs}."
         second = (
             f"SQLite raised {_plural(t.busy, 'lock error')} (SQLITE_BUSY/LOCKED) in {t.operations} database operations, "
-            f"{t.successful_retries} absorbed by retries and {t.exhausted} escaping; {t.deleted}/{t.enqueued} queue "
+            f"{_plural(t.successful_retries, 'operation')} recovered by retrying and {t.exhausted} gave up; "
+            f"{t.deleted}/{t.enqueued} queue "
             f"messages were deleted and hierarchy integrity was {_pct(t.min_integrity)} at worst."
         )
         if self.failed:
@@ -363,8 +370,9 @@ class _Report:
                  f"{s.describe('poll_interval')})")
         if pragmas:
             journal = str(pragmas.get("journal_mode", "?"))
-            db_line = (f"SQLite {pragmas.get('sqlite_version', '?')} with {'WAL mode enabled' if journal.lower() == 'wal' else f'journal_mode {journal} (WAL off)'}"
-                       f" (read back: journal_mode={journal}, synchronous={pragmas.get('synchronous')}, "
+            mode = "WAL mode enabled" if journal.lower() == "wal" else f"journal_mode {journal} (WAL off)"
+            db_line = (f"SQLite {pragmas.get('sqlite_version', '?')} with {mode} (read back: journal_mode={journal}, "
+                       f"synchronous={pragmas.get('synchronous')}, "
                        f"cache {int(pragmas.get('cache_size_kib', 0)) // 1024}MB)")
         else:
             db_line = (f"SQLite with WAL mode {'enabled' if s.wal else 'disabled'} (configured; "
@@ -372,6 +380,11 @@ class _Report:
         self.add(f"- **Database:** {db_line}")
         self.add(f"- **Simulated Work per Job:** {s.describe('job_time')} (seed {s.seed}); "
                  f"BEGIN IMMEDIATE {'on' if s.begin_immediate else 'off'}")
+        disabled = sorted({f for run in self.runs for f in (run.result.extra.get("disabled_fixes") or [])
+                           if isinstance(f, str)})
+        if disabled:
+            self.add(f"- **Fixes disabled:** {', '.join(disabled)} (--quaero-disable; the runs measured the queue "
+                     "without them)")
         differing = [run.label for run in self.runs if _differs(run.result.settings, s)]
         if differing:
             self.add(f"- **Per-run overrides:** {_names(differing)} ran with settings that differ from the "
@@ -430,10 +443,27 @@ class _Report:
             else:
                 self.add("Improvement:  none to measure: the before-fixes run met no lock error either")
         else:
-            why = "needs the before-fixes run of --quaero-compare-fixes"
+            errors = [f"{run.label}: {e}" for run in self.runs if (e := _comparison_error(run.result))]
+            why = (f"the before-fixes run failed ({'; '.join(errors)})" if errors
+                   else "needs the before-fixes run of --quaero-compare-fixes")
             self.add(f"Before Fixes: {not_measured(why)}")
             self.add(f"After Fixes:  {after}")
             self.add(f"Improvement:  {not_measured(why)}")
+        for run in self.runs:
+            rows = (_comparison(run.result) or {}).get("ablation") or []
+            if not isinstance(rows, list) or not rows:
+                continue
+            self.add("", f"Each fix alone turned off ({run.label}; busy errors, change against the run above):")
+            for row in rows:
+                if not isinstance(row, dict):
+                    continue
+                title = row.get("title") or row.get("fix", "?")
+                if row.get("error"):
+                    self.add(f"  - without {title}: {not_measured('that run failed: ' + str(row['error']))}")
+                    continue
+                self.add(f"  - without {title}: {row.get('busy_errors')} busy errors "
+                         f"({int(row.get('delta_busy_errors', 0)):+d}), {row.get('retries')} retries, "
+                         f"{float(row.get('throughput', 0.0)):.1f} jobs/s")
         self.add("```", "", "#### Retry Success Rate")
         met = t.successful_retries + t.exhausted
         if not self.results:
@@ -501,8 +531,8 @@ class _Report:
             for run in runs:
                 r = run.result
                 avg = _duration(r.avg_processing_time) if r.processing_times else not_measured("no job completed")
-                self.add(f"{run.label.capitalize()} Load ({r.total_jobs} jobs):", f"  - Peak Queue Length: {r.peak_queue_length}",
-                         f"  - Average Processing Time: {avg}", "  ")
+                self.add(f"{run.label.capitalize()} Load ({r.total_jobs} jobs):",
+                         f"  - Peak Queue Length: {r.peak_queue_length}", f"  - Average Processing Time: {avg}", "  ")
         self.out[-1] = "```"
         self.add("")
 
@@ -558,8 +588,9 @@ class _Report:
                 self.add("")
             setting = float(r.settings.get("stagger", 0.0))
             verdict = _verdict(r, "worker_staggering")
+            judged = f"{verdict['measured']}, {verdict['required']}" if verdict else "none"
             self.add(f"{run.label} ({r.settings.get('workers')} {r.settings.get('worker_mode')} workers, stagger "
-                     f"setting {format_duration(setting)}; verdict: {verdict['measured'] + ', ' + verdict['required'] if verdict else 'none'}):")
+                     f"setting {format_duration(setting)}; verdict: {judged}):")
             pool = r.phase_offset("pool_started") or 0.0
             tolerance = _stagger_tolerance(verdict)
             previous: float | None = None
@@ -698,6 +729,21 @@ class _Report:
         else:
             self.add("- **Concurrent Job Creation:** " + not_measured("no scenario ran (--quaero-scenario)"))
             self.add("- **Rapid Queue Operations:** " + not_measured("no scenario ran (--quaero-scenario)"))
+        for run in self.runs:
+            faults = run.result.extra.get("faults")
+            if isinstance(faults, dict):
+                injected = [f for f in faults.get("injected") or [] if isinstance(f, dict)]
+                kinds = ", ".join(f"{f.get('fault')} at t+{float(f.get('at') or 0):.2f}s" for f in injected) or "none"
+                self.add(f"- **Injected Faults ({run.label}):** {len(injected)} injected ({kinds}); "
+                         f"{len(faults.get('missed') or [])} never fired")
+            contention = run.result.extra.get("contention")
+            if isinstance(contention, dict):
+                loads = [l for l in contention.get("loads") or [] if isinstance(l, dict)]
+                self.add(f"- **Outside Contention ({run.label}):** "
+                         + (", ".join(f"{l.get('kind')} ({l.get('busy_errors', 0)} busy errors of its own)"
+                                      for l in loads) or "no load")
+                         + (f"; WAL peaked at {contention['wal_max_bytes']} bytes"
+                            if isinstance(contention.get("wal_max_bytes"), int) else ""))
         self.add("- **Database Connection Pooling:** " + not_measured(
             "every worker and producer opens its own connection; pool efficiency is not instrumented by any option"))
         self.add("- **Memory Usage:** " + not_measured("pytest-quaero does not sample memory; no option measures it"))
@@ -850,9 +896,10 @@ class _Report:
                 state = "" if fired is None else (" -> would fire" if fired else " -> quiet")
                 self.add(f"  - {text:<52} (this session: {value}{state})")
         else:
-            self.add("Critical Alerts:", "  - SQLITE_BUSY error rate > 0 per hour", "  - Queue message processing rate < 1 msg/sec",
-                     "  - Worker utilization < 50% for > 10 minutes", "  - Job failure rate > 5% in any 1-hour period", "",
-                     "Warning Alerts:", "  - Queue length > 100 messages",
+            self.add("Critical Alerts:", "  - SQLITE_BUSY error rate > 0 per hour",
+                     "  - Queue message processing rate < 1 msg/sec", "  - Worker utilization < 50% for > 10 minutes",
+                     "  - Job failure rate > 5% in any 1-hour period", "", "Warning Alerts:",
+                     "  - Queue length > 100 messages",
                      "  - Job completion time > 10 minutes (95th percentile)", "  - Memory usage > 80% of available",
                      "", "(" + not_measured("no scenario ran, so no alert can be checked against this session") + ")")
         self.add("```", "")
@@ -883,10 +930,10 @@ class _Report:
 
     def appendix(self) -> None:
         self.add("## Appendix", "", "### Sample Log Excerpts", "", "#### Successful Retry Operation")
-        retry = next(((run, run.result.log_excerpts) for run in self.runs
-                      if run.result.log_excerpts.get("retry") and run.result.log_excerpts.get("retry_outcome") == "succeeded"),
-                     None) or next(((run, run.result.log_excerpts) for run in self.runs
-                                    if run.result.log_excerpts.get("retry")), None)
+        # a retry that succeeded, as the template shows; else whatever retry the log holds
+        with_retry = [(run, run.result.log_excerpts) for run in self.runs if run.result.log_excerpts.get("retry")]
+        retry = next((pair for pair in with_retry if pair[1].get("retry_outcome") == "succeeded"), None) or next(
+            iter(with_retry), None)
         if retry is not None:
             run, excerpts = retry
             outcome = excerpts.get("retry_outcome") or "unfinished"
@@ -1052,16 +1099,30 @@ def _differs(recorded: dict[str, Any], settings: Settings) -> bool:
     return any(session.get(k) != v for k, v in recorded.items() if k in session and k != "db_path")
 
 
+def _comparison(result: RunResult) -> dict[str, Any] | None:
+    for key in ("fix_comparison", "compare_fixes"):
+        data = result.extra.get(key)
+        if isinstance(data, dict):
+            return data
+    return None
+
+
 def _before_fixes(result: RunResult) -> dict[str, Any] | None:
-    """The before-fixes figures of --quaero-compare-fixes, if that feature recorded any (read defensively)."""
-    data = result.extra.get("compare_fixes")
-    if not isinstance(data, dict):
+    """The all-fixes-off figures of --quaero-compare-fixes, if that run produced a count."""
+    data = _comparison(result)
+    if data is None:
         return None
     before = data.get("before") if isinstance(data.get("before"), dict) else data
     busy = before.get("busy_errors")
     if isinstance(busy, bool) or not isinstance(busy, (int, float)):
         return None
     return before
+
+
+def _comparison_error(result: RunResult) -> str | None:
+    data = _comparison(result)
+    before = data.get("before") if data else None
+    return str(before["error"]) if isinstance(before, dict) and before.get("error") else None
 
 
 def _query(result: RunResult, title: str) -> dict[str, Any] | None:

@@ -92,7 +92,7 @@ def configure(config: pytest.Config, current: QuaeroState) -> None:
     """Register the report machinery this session needs (called from the plugin's pytest_configure)."""
     options = options_from(config)
     config.pluginmanager.register(ReportsPlugin(config, current, options), "quaero-reports")
-    if config.pluginmanager.hasplugin("html") and not is_worker(config):
+    if config.pluginmanager.hasplugin("html") and config.getoption("htmlpath", None) and not is_worker(config):
         # pytest-html's hooks exist only when it is installed; a class registered only then
         # keeps pytest from rejecting them as unknown (see pytest's "optionally using hooks").
         from .report_html import HtmlIntegration
@@ -136,22 +136,35 @@ class ReportsPlugin:
     started: float = field(default_factory=time.time)
     written: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
+    progress_mode: str = "off"
+    progress_installed: bool = False
 
     @pytest.hookimpl(trylast=True)
     def pytest_sessionstart(self, session: pytest.Session) -> None:
         self.started = time.time()
-        from .progress import choose_mode, install
+        from .progress import choose_mode
 
         terminal = self.config.pluginmanager.getplugin("terminalreporter")
-        mode = choose_mode(
+        self.progress_mode = choose_mode(
             self.options.progress,
             verbosity=self.config.get_verbosity(),
             isatty=bool(getattr(terminal, "isatty", False)),
             live_logging=bool(self.config.getoption("log_cli_level", None) or self.config.getini("log_cli")),
             worker=is_worker(self.config),
         )
-        if mode != "off":
-            install(self.config, self.state.harness, mode)
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_runtest_setup(self, item: pytest.Item) -> None:
+        # Hooked in only when a test is about to run a scenario (a criterion item's setup runs
+        # the load; quaero_run runs it in the test): touching the harness imports the run
+        # machinery, which a session that runs no scenario must never pay for.
+        if self.progress_installed or self.progress_mode == "off":
+            return
+        if self.state.scenarios or "quaero_run" in getattr(item, "fixturenames", ()):
+            from .progress import install
+
+            install(self.config, self.state.harness, self.progress_mode)
+            self.progress_installed = True
 
     # tryfirst makes this the outermost wrapper, so it runs after the plugin's own wrapper has
     # put the carried results on the report.

@@ -23,15 +23,15 @@ from __future__ import annotations
 import json
 import os
 import platform
-import sqlite3
 import subprocess
 import tempfile
 import time
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from .metrics import RunResult
+if TYPE_CHECKING:  # imported where used: reading this module must stay cheap at start-up
+    from .metrics import RunResult
 
 __all__ = [
     "DOCUMENT_SCHEMA_VERSION",
@@ -60,6 +60,8 @@ def plugin_version() -> str:
 
 def versions() -> dict[str, str]:
     """The versions a reader needs to compare two documents fairly."""
+    import sqlite3
+
     import pytest
 
     return {
@@ -72,6 +74,8 @@ def versions() -> dict[str, str]:
 
 def machine_info() -> dict[str, Any]:
     """Where the run happened; nothing that jitters between runs on one machine."""
+    import sqlite3
+
     return {
         "node": platform.node(),
         "system": platform.system(),
@@ -274,4 +278,6 @@ def load_document(path: str | os.PathLike[str]) -> dict[str, Any]:
 
 
 def results_from(document: dict[str, Any]) -> list[RunResult]:
+    from .metrics import RunResult
+
     return [RunResult.from_dict(data) for data in document["results"]]

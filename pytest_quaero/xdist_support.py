@@ -17,14 +17,16 @@ A database per worker
 ``--quaero-shared-db=PATH`` (cross-process contention on ONE file)
     Each scenario becomes one *shard* node per worker, ``quaero[medium@gw0]``,
     ``quaero[medium@gw1]`` ..., pinned to that worker and scheduled first, plus
-    the judge node ``quaero[medium]`` with the criterion items, which the
-    scheduler hands out only after every shard finished. The file is prepared
+    the judge node ``quaero[medium]`` with the criterion items, scheduled after
+    every shard and waiting (in its setup) for their results. It is not held
+    back until the shards finish: an xdist worker only runs an item once it
+    knows the next one, so holding work back would stall the last shard. The file is prepared
     (WAL, tables) once per session under a file lock; the shards wait for one
     another at a start barrier, then run their pools against the file at once.
 
     Judging: every shard seeds the whole scenario under its own ``run_id`` (all
-    job ids carry it) and its own queue name ``<queue_name>.<worker>.<session>``,
-    so one shard's integrity SQL, drain watch and deletion count read only its
+    job ids carry it) and its own queue name ``<queue_name>_<worker>_<session>``
+    (underscores: queue libraries put the name into table names), so one shard's integrity SQL, drain watch and deletion count read only its
     own rows while all of them contend for the same file lock (SQLite locks the
     whole file, so a queue name per worker takes nothing away from the
     contention). A shared queue name would let gw0's workers finish gw1's jobs,
@@ -65,7 +67,6 @@ __all__ = ["QuaeroScheduling", "SharedDb", "XdistHooks", "configure", "merge_res
 #: how long a shard waits at the start barrier for the other workers' shards
 BARRIER_TIMEOUT = 60.0
 _SHARD_SCOPE = re.compile(r"^quaero\[(?P<scenario>[^\]@]+)@(?P<worker>[^\]]+)\]$")
-_JUDGE_SCOPE = re.compile(r"^quaero\[(?P<scenario>[^\]@]+)\]$")
 
 
 def _worker_input(config: pytest.Config) -> dict[str, Any] | None:
@@ -152,16 +153,13 @@ class XdistHooks:
 class QuaeroScheduling(LoadScopeScheduling):
     """LoadScope with a scope per ``quaero[...]`` node; shards pinned to their worker.
 
-    * ``quaero[<scenario>@<worker>]`` (shared-db shards) go to that worker, first;
-    * ``quaero[<scenario>]`` waits until all its shards are done (if it has any);
+    * ``quaero[<scenario>@<worker>]`` (shared-db shards) go to that worker, before anything else;
     * any other ``quaero...`` node is one scope; other tests group as ``fallback`` does.
     """
 
     def __init__(self, config: pytest.Config, log: Any = None, *, fallback: str = "load") -> None:
         super().__init__(config, log)
         self.fallback = fallback
-        self.depends: dict[str, list[str]] = {}
-        self.done_scopes: set[str] = set()
 
     def _split_scope(self, nodeid: str) -> str:
         if nodeid.startswith("quaero"):
@@ -187,9 +185,6 @@ class QuaeroScheduling(LoadScopeScheduling):
         # a pin to a worker that died is void: someone must run the shard
         return pin == node.gateway.id or pin not in live
 
-    def _ready(self, scope: str) -> bool:
-        return all(dep in self.done_scopes for dep in self.depends.get(scope, ()))
-
     def schedule(self) -> None:
         assert self.collection_is_completed
         if self.collection is not None:
@@ -208,13 +203,10 @@ class QuaeroScheduling(LoadScopeScheduling):
         # Shards first, so every worker starts its share of the shared-db load at once.
         for scope, unit in sorted(units.items(), key=lambda kv: 0 if self._pin(kv[0]) else 1):
             self.workqueue[scope] = unit
-        for scope in units:
-            judge = _JUDGE_SCOPE.match(scope)
-            if judge:
-                prefix = f"quaero[{judge.group('scenario')}@"
-                self.depends[scope] = [s for s in units if s.startswith(prefix)]
-        for node in self.nodes:
-            self._reschedule(node)
+        # Twice, as LoadScope does: a worker holding a single item waits for a next one.
+        for _ in range(2):
+            for node in self.nodes:
+                self._reschedule(node)
 
     def _reschedule(self, node: Any) -> None:
         if node.shutting_down:
@@ -225,10 +217,7 @@ class QuaeroScheduling(LoadScopeScheduling):
             return
         if self._pending_of(self.assigned_work[node]) > 2:
             return
-        ready = [scope for scope in takeable if self._ready(scope)]
-        if ready:
-            self._assign(node, ready[0])
-        # else: only judges waiting for shards elsewhere; rescheduled when those finish
+        self._assign(node, takeable[0])
 
     def _assign(self, node: Any, scope: str) -> None:
         work_unit = self.workqueue.pop(scope)
@@ -238,12 +227,8 @@ class QuaeroScheduling(LoadScopeScheduling):
 
     def mark_test_complete(self, node: Any, item_index: int, duration: float = 0) -> None:
         nodeid = self.registered_collections[node][item_index]
-        scope = self._split_scope(nodeid)
-        unit = self.assigned_work[node][scope]
-        unit[nodeid] = True
-        if all(unit.values()):
-            self.done_scopes.add(scope)
-        # Any completion may free a judge for any worker, or leave a worker nothing to do.
+        self.assigned_work[node][self._split_scope(nodeid)][nodeid] = True
+        # Any completion may leave another worker with nothing it may take: shut it down.
         for other in self.nodes:
             self._reschedule(other)
 
@@ -373,7 +358,7 @@ class ShardNode(pytest.Collector):
             base = self.harness.settings
             settings = base.replace(
                 source="--quaero-shared-db", db_path=self.shared.path,
-                queue_name=f"{base.queue_name}.{self.worker}.{self.shared.session}",
+                queue_name=f"{base.queue_name}_{self.worker}_{self.shared.session}",
             )
             waited, complete = self.shared.barrier(folder)
             result = self.harness.run(self.scenario, settings, extensions=Extensions.for_node(self))
@@ -382,7 +367,8 @@ class ShardNode(pytest.Collector):
             raise
         result.extra["shared_db"] = {
             "worker": self.worker, "workers": self.shared.workers, "path": self.shared.path,
-            "queue": settings.queue_name, "barrier_wait": round(waited, 3), "barrier_complete": complete,
+            "queue": settings.queue_name, "base_queue": base.queue_name,
+            "barrier_wait": round(waited, 3), "barrier_complete": complete,
         }
         self.result = result
         _write_json(folder / f"{self.worker}.json", result.to_dict())
@@ -602,7 +588,7 @@ def merge_results(parts: list[RunResult], *, shared_path: str) -> RunResult:
     merged.integrity = _merge_integrity(parts, workers)
     merged.settings = {**first.settings, "db_path": shared_path,
                        "workers": sum(int(p.settings.get("workers", 0)) for p in parts),
-                       "queue_name": str(first.settings.get("queue_name", "")).split(".")[0] + ".<worker>"}
+                       "queue_name": str(first.extra.get("shared_db", {}).get("base_queue", "queue")) + "_<worker>"}
     merged.verdicts = []
     merged.extra = {
         "kept": True,

@@ -1,5 +1,8 @@
 """Shared pytester runs for the report tests (Markdown, HTML, JSON, progress).
 
+(PYTEST_DONT_REWRITE: the test modules import helpers from here before pytest registers
+it as a plugin, so assertion rewriting could not apply anyway.)
+
 A load run is the slow part of every report test, so each kind of run (passing,
 failing, xdist, ...) happens once per test session: the first test that asks for it
 runs pytester, copies the files it wrote into a session directory, and later tests
@@ -65,8 +68,8 @@ RUNS: dict[str, tuple[tuple[str, ...], dict[str, str], bool]] = {
     "pass": (("--quaero-scenario=light", *FAST, "--self-contained-html"), {"GITHUB_STEP_SUMMARY": "summary.md"}, False),
     # a forced failure, quiet (-q), without matplotlib, HTML with assets next to it
     "fail": (("--quaero-scenario=light", *FAST, "--quaero-threshold=light.min_throughput=100000", "-q"), {}, True),
-    # the same passing scenario under xdist; loadscope keeps a scenario's items on one worker
-    "xdist": (("--quaero-scenario=light", *FAST, "-n", "2", "--dist", "loadscope", "--self-contained-html"), {}, False),
+    # the same passing scenario under xdist (the plugin keeps a scenario's items on one worker)
+    "xdist": (("--quaero-scenario=light", *FAST, "-n", "2", "--self-contained-html"), {}, False),
 }
 
 _CACHE: dict[str, Run] = {}

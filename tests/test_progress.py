@@ -162,3 +162,16 @@ def test_unknown_progress_mode_is_a_usage_error(pytester: pytest.Pytester) -> No
     result = pytester.runpytest("--quaero-progress=loud")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(["*--quaero-progress: invalid choice: 'loud' (choose from*auto*live*plain*off*"])
+
+
+def test_live_log_names_the_worker_and_progress_stays_plain(pytester: pytest.Pytester) -> None:
+    result = pytester.runpytest("--quaero-scenario=light", *FAST, "--log-cli-level=INFO",
+                                "--log-cli-format=%(asctime)s %(levelname)-5s %(name)s %(message)s")
+    assert result.ret == 0
+    # time, level, worker name, message: the template's appendix lines, live
+    result.stdout.fnmatch_lines([
+        "*:* INFO  pytest_quaero.WorkerPool Starting worker pool with 2 workers*",
+        "*:* INFO  pytest_quaero.JobWorker-1 Worker 1 started successfully*",
+        "*:* INFO  pytest_quaero.JobWorker-2 Worker 2 started successfully*",
+        "quaero?light? done: 100/100 jobs*",  # ? : fnmatch reads [light] as a character class
+    ])

@@ -98,14 +98,16 @@ CASES: tuple[Case, ...] = (
         "work_inside_write_tx", "slow work inside the claim's write transaction", ("throughput",),
         broken=Variant(lambda: endpoint_with(WorkInClaimTransactionQueue), settings={"job_time": "0ms"}),
         correct=Variant(lambda: endpoint_with(Queue), settings={"job_time": "50ms"}),
-        thresholds={"min_throughput": 40.0},
+        # serialized, 50ms jobs cannot beat 20 jobs/s; four workers outside the lock do ~55
+        thresholds={"min_throughput": 30.0},
     ),
     Case(
         "rollback_journal_long_reader", "rollback-journal mode with a long reader", ("sqlite_busy_errors",),
         broken=Variant(settings={"wal": False}),
         correct=Variant(settings={"wal": True}),
-        settings={"busy_timeout_ms": 100},
-        contention="reader:snapshot=200ms,gap=100ms",
+        # the reader holds its snapshot longer than a writer waits; WAL writers never wait for it
+        settings={"busy_timeout_ms": 300},
+        contention="reader:snapshot=800ms,gap=100ms",
     ),
     Case(
         "shared_connection", "one connection shared by every thread", ("hierarchy_integrity",),
@@ -128,8 +130,8 @@ CASES: tuple[Case, ...] = (
         "no_stagger", "a pool that ignores the stagger", ("worker_staggering",),
         broken=Variant(pool_factory=UnstaggeredPool),
         correct=Variant(pool_factory=WorkerPool),
-        # 20ms jobs keep the queue busy past the second worker's start
-        settings={"stagger": "300ms", "workers": 2, "job_time": "20ms"},
+        # 30ms jobs keep the queue busy past the second worker's start
+        settings={"stagger": "500ms", "workers": 2, "job_time": "30ms"},
     ),
     Case(
         "unbounded_redelivery", "unbounded redelivery of a poison message", ("execution_time", "throughput"),
@@ -154,16 +156,22 @@ def run_case(case: Case, *, broken: bool, work_dir: str | Path | None = None) ->
     """Run one side of ``case`` on a fresh database; the result carries its verdicts."""
     variant = case.broken if broken else case.correct
     settings = BASE.replace(source=f"gallery {case.key}", **{**case.settings, **variant.settings})
-    thresholds = Thresholds(**{"max_execution_time": case.deadline, **case.thresholds})
+    # Stagger tolerance 250ms: a busy shared machine delays thread starts by 100ms+ now and
+    # then; the no-stagger case still fails by its full 500ms.
+    thresholds = Thresholds(**{"max_execution_time": case.deadline, "stagger_tolerance": 0.25, **case.thresholds})
     endpoint_factory = variant.endpoint_factory()
     run_dir = Path(work_dir) if work_dir is not None else Path(tempfile.mkdtemp(prefix=f"gallery-{case.key}-"))
+    loads = [ContentionLoad.from_spec(case.contention)] if case.contention else []
+    for load in loads:
+        load.prepare()  # spawned before the run's clock starts
     try:
         result = run_scenario(
             case.scenario, settings, run_dir=run_dir, handler=case.handler, endpoint_factory=endpoint_factory,
-            pool_factory=variant.pool_factory, deadline=case.deadline, sample_interval=0.05,
-            disturbances=[ContentionLoad.from_spec(case.contention)] if case.contention else [],
+            pool_factory=variant.pool_factory, deadline=case.deadline, sample_interval=0.05, disturbances=loads,
         )
     finally:
+        for load in loads:
+            load.close()
         close = getattr(endpoint_factory, "close", None)
         if close is not None:
             close()
