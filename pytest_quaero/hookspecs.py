@@ -24,7 +24,7 @@ Folder scope
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import pytest
 
@@ -105,9 +105,9 @@ def pytest_quaero_result(result: RunResult) -> None:
     """Observe every judged run (for example to push its metrics somewhere).
 
     Called in the process that ran it, after the verdicts are attached. Under
-    ``--quaero-shared-db`` that is each worker's own share of the load
-    (``result.extra["shared_db"]["worker"]`` says which); the merged result the
-    criterion items judge is not a run and is not passed here.
+    ``--quaero-shared-db`` that is each worker's own share of the load (its
+    ``db_path`` is the shared file); the merged result the criterion items judge
+    is not a run and is not passed here.
     Must not change ``result``.
     """
 

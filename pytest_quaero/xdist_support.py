@@ -53,8 +53,6 @@ from typing import TYPE_CHECKING, Any
 import pytest
 from xdist.scheduler.loadscope import LoadScopeScheduling
 
-from .items import CriterionItem, ScenarioNode
-
 if TYPE_CHECKING:
     from .criteria import Verdict
     from .harness import Harness
@@ -64,6 +62,8 @@ if TYPE_CHECKING:
 
 __all__ = ["QuaeroScheduling", "SharedDb", "XdistHooks", "configure", "merge_results"]
 
+#: the criterion of --quaero-shared-db: how long every pool really ran at once
+OVERLAP_KEY = "shared_db_overlap"
 #: how long a shard waits at the start barrier for the other workers' shards
 BARRIER_TIMEOUT = 60.0
 _SHARD_SCOPE = re.compile(r"^quaero\[(?P<scenario>[^\]@]+)@(?P<worker>[^\]]+)\]$")
@@ -284,6 +284,8 @@ class SharedDb:
         return folder
 
     def make_nodes(self, session: pytest.Session, scenarios: list[Scenario], harness: Harness) -> list[pytest.Item]:
+        from .xdist_nodes import JudgeNode, ShardNode  # only now: they need the whole run machinery
+
         nodes: list[pytest.Collector] = []
         for scenario in scenarios:
             nodes.extend(ShardNode.create(session, scenario, harness, self, worker) for worker in self.worker_ids)
@@ -327,129 +329,6 @@ class SharedDb:
                 return time.monotonic() - started, True
             time.sleep(0.02)
         return time.monotonic() - started, False
-
-
-class ShardNode(pytest.Collector):
-    """``quaero[<scenario>@<worker>]``: this worker's share of the load on the shared file."""
-
-    scenario: Scenario
-    harness: Harness
-    shared: SharedDb
-    worker: str
-    result: RunResult | None
-
-    @classmethod
-    def create(cls, parent: pytest.Session, scenario: Scenario, harness: Harness, shared: SharedDb,
-               worker: str) -> ShardNode:
-        name = f"quaero[{scenario.name}@{worker}]"
-        node: ShardNode = cls.from_parent(parent, name=name, nodeid=name)
-        node.scenario, node.harness, node.shared, node.worker, node.result = scenario, harness, shared, worker, None
-        return node
-
-    def collect(self) -> list[pytest.Item]:
-        return [ShardItem.from_parent(self, name="run")]
-
-    def setup(self) -> None:
-        from .extension import Extensions
-
-        folder = self.shared.directory(self.config, self.scenario.name)
-        try:
-            self.shared.prepare_once(self.config, self.harness)
-            base = self.harness.settings
-            settings = base.replace(
-                source="--quaero-shared-db", db_path=self.shared.path,
-                queue_name=f"{base.queue_name}_{self.worker}_{self.shared.session}",
-            )
-            waited, complete = self.shared.barrier(folder)
-            result = self.harness.run(self.scenario, settings, extensions=Extensions.for_node(self))
-        except BaseException as exc:
-            _write_json(folder / f"{self.worker}.error", {"error": f"{type(exc).__name__}: {exc}"})
-            raise
-        result.extra["shared_db"] = {
-            "worker": self.worker, "workers": self.shared.workers, "path": self.shared.path,
-            "queue": settings.queue_name, "base_queue": base.queue_name,
-            "barrier_wait": round(waited, 3), "barrier_complete": complete,
-        }
-        self.result = result
-        _write_json(folder / f"{self.worker}.json", result.to_dict())
-
-    def reportinfo(self) -> tuple[Any, int | None, str]:
-        return self.path, None, self.name
-
-
-class ShardItem(pytest.Item):
-    """Passes when this worker's share ran and its result reached the judge's folder."""
-
-    parent: ShardNode
-
-    def runtest(self) -> None:
-        result = self.parent.result
-        if result is None:
-            raise AssertionError(f"{self.parent.name}: no result was recorded")
-        self.user_properties.extend([
-            ("quaero_scenario", self.parent.scenario.name),
-            ("quaero_shard", self.parent.worker),
-            ("quaero_jobs", f"{result.jobs_completed}/{result.total_jobs}"),
-            ("quaero_busy_errors", result.busy_errors),
-        ])
-
-    def reportinfo(self) -> tuple[Any, int | None, str]:
-        return self.path, None, self.nodeid
-
-
-OVERLAP_KEY = "shared_db_overlap"
-
-
-class JudgeNode(ScenarioNode):
-    """``quaero[<scenario>]`` under --quaero-shared-db: judges the merge of every shard."""
-
-    shared: SharedDb
-
-    @classmethod
-    def create(cls, parent: pytest.Session, scenario: Scenario, harness: Harness,  # type: ignore[override]
-               shared: SharedDb) -> JudgeNode:
-        node = super().create(parent, scenario, harness)
-        assert isinstance(node, JudgeNode)
-        node.shared = shared
-        return node
-
-    def collect(self) -> list[pytest.Item]:
-        return [*super().collect(), CriterionItem.from_parent(self, name=OVERLAP_KEY)]
-
-    def setup(self) -> None:
-        from .criteria import evaluate
-        from .extension import Extensions
-        from .metrics import RunResult
-
-        self.carried = False
-        folder = self.shared.directory(self.config, self.scenario.name)
-        deadline = time.monotonic() + self.scenario.time_limit + BARRIER_TIMEOUT + 60
-        parts: list[RunResult] = []
-        pending = list(self.shared.worker_ids)
-        while pending:
-            for worker in list(pending):
-                error = folder / f"{worker}.error"
-                if error.exists():
-                    message = json.loads(error.read_text(encoding="utf-8"))["error"]
-                    pytest.fail(f"{self.name}: the shard on {worker} failed: {message}", pytrace=False)
-                done = folder / f"{worker}.json"
-                if done.exists():
-                    parts.append(RunResult.from_dict(json.loads(done.read_text(encoding="utf-8"))))
-                    pending.remove(worker)
-            if pending and time.monotonic() > deadline:
-                pytest.fail(f"{self.name}: no result from the shards on {', '.join(pending)}", pytrace=False)
-            if pending:
-                time.sleep(0.1)
-        merged = merge_results(parts, shared_path=self.shared.path)
-        thresholds = self.harness.thresholds(self.scenario)
-        verdicts = [_combined_stagger(parts, v) if v.criterion == "worker_staggering" else v
-                    for v in evaluate(merged, thresholds)]
-        verdicts.append(overlap_verdict(merged))
-        extensions = Extensions.for_node(self)
-        verdicts += extensions.extra_verdicts(self.scenario, merged, thresholds)
-        merged.verdicts = [verdict.as_dict() for verdict in verdicts]
-        self.harness.finish(merged, keep=True)
-        self.result = merged
 
 
 def _combined_stagger(parts: list[RunResult], merged_verdict: Verdict) -> Verdict:

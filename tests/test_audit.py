@@ -18,7 +18,6 @@ from pathlib import Path
 
 import pytest
 
-from pytest_quaero import audit as audit_module  # noqa: F401
 from pytest_quaero.audit import AUDIT_CRITERIA, AuditError, audit, check_auditable, inspect_file
 from pytest_quaero.queue import SCHEMA as QUEUE_SCHEMA
 from pytest_quaero.settings import Settings

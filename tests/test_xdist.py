@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import re
 import sqlite3
-from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -75,7 +74,9 @@ def test_an_explicit_database_becomes_one_per_worker(pytester: pytest.Pytester) 
 
 def test_a_shared_database_is_judged_on_the_merged_result(pytester: pytest.Pytester) -> None:
     shared = pytester.path / "shared.db"
-    result = run_n2(pytester, "--quaero-scenario=tiny", f"--quaero-shared-db={shared}")
+    # 50ms jobs: each share's pool runs for a quarter second or more, so the two overlap
+    # even when a busy machine starts one of them late
+    result = run_n2(pytester, "--quaero-scenario=tiny", f"--quaero-shared-db={shared}", "--quaero-job-time=50ms")
     # a share per worker, then the criteria (plus the overlap) on the merge
     result.assert_outcomes(passed=2 + 8 + 1)
     ran = where_ran(result)

@@ -106,13 +106,14 @@ CASES: tuple[Case, ...] = (
         broken=Variant(settings={"wal": False}),
         correct=Variant(settings={"wal": True}),
         # the reader holds its snapshot longer than a writer waits; WAL writers never wait for it
-        settings={"busy_timeout_ms": 300},
+        settings={"busy_timeout_ms": 300, "retry_attempts": 2},
         contention="reader:snapshot=800ms,gap=100ms",
     ),
     Case(
+        # the store's 2ms between read and write keeps transactions open long enough to overlap
         "shared_connection", "one connection shared by every thread", ("hierarchy_integrity",),
-        broken=Variant(SharedConnection),
-        correct=Variant(lambda: open_endpoint),
+        broken=Variant(lambda: SharedConnection(lambda conn: ReadThenWriteStore(conn, deferred=False))),
+        correct=Variant(lambda: endpoint_with(store_factory=lambda conn: ReadThenWriteStore(conn, deferred=False))),
     ),
     Case(
         "delete_before_processing", "delete on receive, then a crash mid-job (lost job)", ("completion_rate",),

@@ -60,9 +60,10 @@ class SharedConnection:
     fails with "cannot start a transaction within a transaction" (research §6).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, store_factory: Any = None) -> None:
         self._conns: dict[str, sqlite3.Connection] = {}
         self._lock = threading.Lock()
+        self._store_factory = store_factory or JobStore
 
     def __call__(self, db_path: str, settings: Settings) -> Endpoint:
         with self._lock:
@@ -74,7 +75,7 @@ class SharedConnection:
                 self._conns[db_path] = conn
         queue = Queue(conn, settings.queue_name, visibility_timeout=settings.visibility_timeout,
                       max_receive=settings.max_receive)
-        return Endpoint(queue=queue, store=JobStore(conn), close=lambda: None)
+        return Endpoint(queue=queue, store=self._store_factory(conn), close=lambda: None)
 
     def close(self) -> None:
         for conn in self._conns.values():
