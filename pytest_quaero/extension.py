@@ -25,7 +25,6 @@ import inspect
 import os
 import pickle
 import re
-import sqlite3
 import sys
 import tempfile
 import threading
@@ -39,6 +38,8 @@ from .hookspecs import WORKER_HOOKS
 from .protocols import ProtocolError, check_queue, check_store
 
 if TYPE_CHECKING:
+    import sqlite3
+
     import pluggy
 
     from .criteria import Criterion, Thresholds, Verdict

@@ -29,9 +29,10 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
-from .queue import Message, QueueCounts
+if TYPE_CHECKING:  # annotations only: importing the plugin stays free of the queue module
+    from .queue import Message, QueueCounts
 
 __all__ = [
     "QUEUE_METHODS",

@@ -372,7 +372,9 @@ def _watch(scenario: Scenario, settings: Settings, pool: WorkerPool, producers: 
             if on_progress is not None:
                 on_progress(Progress(scenario.name, len(tally.finished), scenario.total_jobs, counts.total,
                                      now - t0, tally.live_busy))
-            if not producing:
+            # A staggered worker still due must start before the run may end: the stagger
+            # criterion judges every worker, and a real pool starts all of its workers.
+            if not producing and _workers_settled(tally):
                 if counts.total - counts.dead == 0:
                     mark("jobs_completed")
                     return
@@ -404,20 +406,27 @@ _FOLD_INTERVAL = 0.01
 
 def _nap(pool: WorkerPool, producers: _Producers, tally: _Tally, until: float) -> None:
     """Wait until ``until``, folding events; wake early when the last enqueued job finishes."""
-    # Only the moment it happens: if every job had already finished at the last sample (yet
-    # messages remain), waking early again would turn the wait into a busy loop of counts().
-    all_finished = producers.done and len(tally.finished) >= producers.sent
+    def drained() -> bool:
+        # every enqueued job finished, and every worker started (a staggered worker still due
+        # must get its start recorded: the stagger criterion judges every worker)
+        return producers.done and len(tally.finished) >= producers.sent and _workers_settled(tally)
+
+    # Only the moment it happens: if it was already so at the last sample (yet messages
+    # remain), waking early again would turn the wait into a busy loop of counts().
+    was_drained = drained()
     while True:
         left = until - time.monotonic()
         if left <= 0:
             return
         time.sleep(min(left, _FOLD_INTERVAL))
         tally.fold(pool.poll_events())
-        if (not all_finished and producers.done and len(tally.finished) >= producers.sent
-                # and only once every worker has started: a staggered worker still due must get
-                # its start recorded (the stagger criterion), as the plain sample interval allowed
-                and all(worker.start_offset is not None for worker in tally.workers)):
+        if not was_drained and drained():
             return
+
+
+def _workers_settled(tally: _Tally) -> bool:
+    """Every worker has started, or stopped without starting (it could not open its queue)."""
+    return all(w.start_offset is not None or w.stop_offset is not None for w in tally.workers)
 
 
 def _record(result: RunResult, tally: _Tally, producers: _Producers, checks: dict[str, Any]) -> None:
