@@ -19,6 +19,7 @@ import sys
 import tempfile
 from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import TextIO
 
 __all__ = [
     "Bench",
@@ -53,7 +54,7 @@ def machine_line() -> str:
     )
 
 
-def print_table(headers: Sequence[str], rows: Iterable[Sequence[object]], *, file=None) -> None:
+def print_table(headers: Sequence[str], rows: Iterable[Sequence[object]], *, file: TextIO | None = None) -> None:
     """A Markdown table (pastes straight into benchmarks/README.md), columns padded."""
     text_rows = [[str(cell) for cell in row] for row in rows]
     widths = [max(len(h), *(len(r[i]) for r in text_rows)) if text_rows else len(h) for i, h in enumerate(headers)]

@@ -27,7 +27,6 @@ import multiprocessing
 import sys
 import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 

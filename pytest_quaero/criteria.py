@@ -198,16 +198,23 @@ def _completion(r: RunResult, t: Thresholds) -> Verdict:
 def _stagger(r: RunResult, t: Thresholds) -> Verdict:
     setting = float(r.settings.get("stagger", 0.0))
     required = f"{format_duration(setting)} ± {format_duration(t.stagger_tolerance)} between worker starts"
-    never = [w.name for w in r.workers if w.start_offset is None]
-    if never:
-        return Verdict("worker_staggering", "Worker Staggering", f"{', '.join(never)} never started", required, False)
+    # A worker due (k x stagger after the pool started) well before the queue drained must
+    # have started; one whose turn never came because the work ran out is no fault of the pool.
+    pool_started = r.phase_offset("pool_started") or 0.0
+    never = [w for w in r.workers if w.start_offset is None]
+    overdue = [w.name for w in never if pool_started + w.index * setting + t.stagger_tolerance < r.execution_time]
+    if overdue:
+        return Verdict("worker_staggering", "Worker Staggering", f"{', '.join(overdue)} never started", required,
+                       False, detail="due before the queue drained")
+    detail = f"{len(never)} workers not due before the queue drained" if never else ""
     gaps = r.stagger_gaps
     if not gaps:
-        return Verdict("worker_staggering", "Worker Staggering", "n/a (one worker)", required, True)
+        return Verdict("worker_staggering", "Worker Staggering", "n/a (one worker started)", required, True,
+                       detail=detail)
     worst = max(gaps, key=lambda gap: abs(gap - setting))
     measured = ", ".join(f"{gap * 1000:.0f}ms" for gap in gaps)
     return Verdict("worker_staggering", "Worker Staggering", f"gaps {measured}", required,
-                   abs(worst - setting) <= t.stagger_tolerance, worst)
+                   abs(worst - setting) <= t.stagger_tolerance, worst, detail)
 
 
 def _throughput(r: RunResult, t: Thresholds) -> Verdict:

@@ -174,11 +174,12 @@ class RunResult:
 
     @property
     def stagger_gaps(self) -> list[float]:
-        """Measured gaps between consecutive workers' real start times, seconds."""
-        starts = [w.start_offset for w in sorted(self.workers, key=lambda w: w.index)]
-        if any(s is None for s in starts):
-            return []
-        return [b - a for a, b in zip(starts, starts[1:])]  # type: ignore[operator]
+        """Measured gaps between consecutive started workers' real start times, seconds.
+
+        Workers that never started (the queue drained before they were due) are left out.
+        """
+        started = sorted((w for w in self.workers if w.start_offset is not None), key=lambda w: w.index)
+        return [b.start_offset - a.start_offset for a, b in zip(started, started[1:])]  # type: ignore[operator]
 
     @property
     def passed(self) -> bool:

@@ -372,9 +372,7 @@ def _watch(scenario: Scenario, settings: Settings, pool: WorkerPool, producers: 
             if on_progress is not None:
                 on_progress(Progress(scenario.name, len(tally.finished), scenario.total_jobs, counts.total,
                                      now - t0, tally.live_busy))
-            # A staggered worker still due must start before the run may end: the stagger
-            # criterion judges every worker, and a real pool starts all of its workers.
-            if not producing and _workers_settled(tally):
+            if not producing:
                 if counts.total - counts.dead == 0:
                     mark("jobs_completed")
                     return

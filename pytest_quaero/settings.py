@@ -11,6 +11,7 @@ as one sentence instead of a traceback.
 from __future__ import annotations
 
 import dataclasses
+import os
 import re
 import sys
 from collections.abc import Callable, Mapping
@@ -163,9 +164,10 @@ def _name(value: Any) -> str:
     return text
 
 
-def _path(value: Any) -> str:
-    text = str(value).strip()
-    if not text:
+def _db_file(value: Any) -> str:
+    text = os.path.expanduser(str(value).strip())
+    # SQLite would only say "unable to open database file" once the run starts.
+    if not text or os.path.isdir(text) or not os.path.isdir(os.path.dirname(os.path.abspath(text))):
         raise ValueError(value)
     return text
 
@@ -240,9 +242,9 @@ FIELDS: tuple[FieldSpec, ...] = (
     FieldSpec("begin_immediate", "--quaero-begin-immediate", _bool, "true or false",
               "BEGIN IMMEDIATE for read-then-write transactions (true)", "QUAERO_SQLITE_BEGIN_IMMEDIATE",
               ("storage.sqlite", "begin_immediate"), "quaero_begin_immediate", "BOOL"),
-    FieldSpec("db_path", "--quaero-db", _path, "a file path",
-              "run on this SQLite file instead of a temporary one, and keep it", "QUAERO_SQLITE_PATH",
-              ("storage.sqlite", "path"), "quaero_db", "PATH"),
+    FieldSpec("db_path", "--quaero-db", _db_file, "a file path in an existing directory",
+              "run on this SQLite file instead of a temporary one, and keep it", "QUAERO_LOAD_DB",
+              ("load_test", "db"), "quaero_db", "PATH"),
 )
 
 FIELD_BY_NAME = {spec.name: spec for spec in FIELDS}
@@ -251,6 +253,9 @@ FIELD_BY_NAME = {spec.name: spec for spec in FIELDS}
 # rejected, so the team's real quaero.toml loads as it is.
 _IGNORED_TOML_KEYS = {
     ("storage", "type"),
+    # The service's own database: a load test writes only where --quaero-db (or [load_test] db)
+    # points it, never into the file a team's real quaero.toml names.
+    ("storage.sqlite", "path"),
     ("storage.sqlite", "enable_fts5"),
     ("storage.sqlite", "enable_vector"),
     ("storage.sqlite", "embedding_dimension"),

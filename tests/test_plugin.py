@@ -427,7 +427,7 @@ def test_quaero_db_keeps_the_file_and_refuses_leftovers(pytester: pytest.Pyteste
 
 def test_quaero_db_from_env_on_a_second_clean_run(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
     kept = pytester.path / "env.db"
-    monkeypatch.setenv("QUAERO_SQLITE_PATH", str(kept))
+    monkeypatch.setenv("QUAERO_LOAD_DB", str(kept))
     for _ in range(2):
         result = run_pytest(pytester, "--quaero-scenario=light", *FAST, *RELAXED)
         result.assert_outcomes(passed=8)

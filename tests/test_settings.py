@@ -98,7 +98,7 @@ def test_cli_source() -> None:
         ("QUAERO_QUEUE_STAGGER", "50ms", "stagger", 0.05),
         ("QUAERO_SQLITE_BUSY_TIMEOUT_MS", "2500", "busy_timeout_ms", 2500),
         ("QUAERO_SQLITE_WAL_MODE", "false", "wal", False),
-        ("QUAERO_SQLITE_PATH", "/tmp/q.db", "db_path", "/tmp/q.db"),
+        ("QUAERO_LOAD_DB", "/tmp/q.db", "db_path", "/tmp/q.db"),
         ("QUAERO_LOAD_WORKER_MODE", "process", "worker_mode", "process"),
     ],
 )
@@ -169,7 +169,7 @@ def test_toml_source_with_quaeros_own_keys(tmp_path: Path) -> None:
     assert s.queue_name == "from_toml"
     assert s.busy_timeout_ms == 7000
     assert s.cache_size_mb == 32
-    assert s.db_path == "./data/quaero.db"
+    assert s.db_path is None  # [storage.sqlite] path is the service's file: never the load test's
     assert s.job_time == (0.002, 0.004)
     assert s.seed == 42
     assert s.thresholds == {"*": {"min_throughput": "5"}, "medium": {"min_completion_rate": "90"}}
@@ -240,7 +240,7 @@ def test_to_toml_round_trips_every_field(tmp_path: Path) -> None:
         "retry_backoff": "1.5ms", "visibility_timeout": "300ms", "max_receive": "9", "poll_interval": "0",
         "wal": "false", "synchronous": "extra", "cache_size_mb": "3", "queue_name": 'odd "name"',
         "job_time": "7ms", "worker_mode": "process", "seed": "11", "begin_immediate": "off",
-        "db_path": "/tmp/some dir/q.db",
+        "db_path": str(tmp_path / "some dir.db"),
     }
     original = resolve(cli, {}, {})
     config = tmp_path / "effective.toml"
@@ -248,7 +248,7 @@ def test_to_toml_round_trips_every_field(tmp_path: Path) -> None:
     back = resolve({}, {}, {}, config_file=str(config))
     assert back == original
     assert back.as_dict() == original.as_dict()
-    assert back.sources["db_path"] == f"{config} [storage.sqlite] path"
+    assert back.sources["db_path"] == f"{config} [load_test] db"
 
 
 def test_to_toml_round_trips_a_path_with_a_backslash(tmp_path: Path) -> None:
