@@ -322,8 +322,10 @@ def _configure_extensions(config: pytest.Config, current: QuaeroState) -> None:
         from .audit import AuditPlugin
 
         config.pluginmanager.register(AuditPlugin.from_config(config, audit_path, current.settings), "quaero-audit")
-    # Registered only when pytest-xdist is there (and not disabled with -p no:xdist).
-    if config.pluginmanager.hasplugin("xdist"):
+    # Registered only when pytest-xdist is there (and not disabled with -p no:xdist) and this
+    # session distributes: importing xdist's scheduler costs ~140 ms of every plain start-up.
+    distributing = config.getoption("dist", "no") != "no" or hasattr(config, "workerinput")
+    if config.pluginmanager.hasplugin("xdist") and (distributing or config.getoption("quaero_shared_db")):
         from .xdist_support import configure as configure_xdist
 
         configure_xdist(config, current, SCENARIO_NODES_KEY)

@@ -104,8 +104,8 @@ class Queue:
         if delay < 0:
             raise ValueError("delay must be >= 0")
         row = self.conn.execute(
-            f"insert into goqite (queue, body, timeout, priority) "
-            f"values (?, ?, strftime('%Y-%m-%dT%H:%M:%fZ', 'now', ?), ?) returning id",
+            "insert into goqite (queue, body, timeout, priority) "
+            "values (?, ?, strftime('%Y-%m-%dT%H:%M:%fZ', 'now', ?), ?) returning id",
             (self.name, body, _offset(delay) if delay else _NO_DELAY, priority),
         ).fetchall()
         return str(row[0][0])

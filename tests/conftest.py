@@ -1,6 +1,37 @@
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+
 import pytest
 
+from pytest_quaero import db
+from pytest_quaero.queue import create_schema as create_queue_schema
+from pytest_quaero.settings import Settings
+from pytest_quaero.store import create_schema as create_store_schema
+
 pytest_plugins = ["pytester"]
+
+
+@pytest.fixture
+def path(tmp_path: Path) -> Path:
+    """A real WAL-mode database file with the goqite and crawl_jobs tables, no connection open."""
+    path = tmp_path / "quaero.db"
+    db.prepare(path, Settings())
+    conn = db.connect(path, Settings())
+    create_queue_schema(conn)
+    create_store_schema(conn)
+    conn.close()
+    return path
+
+
+@pytest.fixture
+def conn(path: Path) -> Iterator[sqlite3.Connection]:
+    """A connection to ``path`` with the default settings' pragmas."""
+    conn = db.connect(path, Settings())
+    yield conn
+    conn.close()
 
 
 @pytest.fixture(autouse=True)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sqlite3
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -13,34 +13,14 @@ import pytest
 from pytest_quaero import db
 from pytest_quaero.pool import Job, JobContext, SimulatedWork, WorkerPool, decode_job, encode_job, open_endpoint
 from pytest_quaero.queue import Message, Queue
-from pytest_quaero.queue import create_schema as create_queue_schema
 from pytest_quaero.settings import Settings
 from pytest_quaero.store import JobStore
-from pytest_quaero.store import create_schema as create_store_schema
 
 FAST = dict(workers=2, stagger="100ms", job_time="1ms", poll_interval="50ms", visibility_timeout="300ms")
 
 
 def _settings(**changes: Any) -> Settings:
     return Settings().replace(source="test", **{**FAST, **changes})
-
-
-@pytest.fixture
-def path(tmp_path: Path) -> Path:
-    path = tmp_path / "pool.db"
-    db.prepare(path, Settings())
-    conn = db.connect(path, Settings())
-    create_queue_schema(conn)
-    create_store_schema(conn)
-    conn.close()
-    return path
-
-
-@pytest.fixture
-def conn(path: Path) -> Iterator[sqlite3.Connection]:
-    conn = db.connect(path, Settings())
-    yield conn
-    conn.close()
 
 
 def _seed(conn: sqlite3.Connection, settings: Settings, children: int) -> list[str]:

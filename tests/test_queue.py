@@ -6,7 +6,7 @@ import re
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -19,23 +19,6 @@ from pytest_quaero.settings import Settings
 
 ID = re.compile(r"^m_[0-9a-f]{32}$")
 STAMP = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
-
-
-@pytest.fixture
-def path(tmp_path: Path) -> Path:
-    path = tmp_path / "queue.db"
-    db.prepare(path, Settings())
-    conn = db.connect(path, Settings())
-    create_schema(conn)
-    conn.close()
-    return path
-
-
-@pytest.fixture
-def conn(path: Path) -> Iterator[sqlite3.Connection]:
-    conn = db.connect(path, Settings())
-    yield conn
-    conn.close()
 
 
 @pytest.fixture

@@ -4,35 +4,15 @@ from __future__ import annotations
 
 import sqlite3
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from pytest_quaero import db
 from pytest_quaero.queue import Queue
-from pytest_quaero.queue import create_schema as create_queue_schema
 from pytest_quaero.retry import Retrier
 from pytest_quaero.settings import Settings
 from pytest_quaero.store import JobStore, create_schema
-
-
-@pytest.fixture
-def path(tmp_path: Path) -> Path:
-    path = tmp_path / "store.db"
-    db.prepare(path, Settings())
-    conn = db.connect(path, Settings())
-    create_schema(conn)
-    create_queue_schema(conn)
-    conn.close()
-    return path
-
-
-@pytest.fixture
-def conn(path: Path) -> Iterator[sqlite3.Connection]:
-    conn = db.connect(path, Settings())
-    yield conn
-    conn.close()
 
 
 @pytest.fixture
