@@ -98,7 +98,7 @@ class Gate:
         if disturbances:
             options["disturbances"] = disturbances
         try:
-            result = harness.run(scenario, extensions=extensions, **options)
+            result = harness.run(scenario, extensions=extensions, finalize=False, **options)
         finally:
             for disturbance in disturbances:  # also when the run failed before starting them
                 disturbance.close()
@@ -120,6 +120,8 @@ class Gate:
                           run_options=variant_options, work_dir=Path(result.log_path).parent / "fix-variants")
         if self.wants_baseline:
             result.verdicts.append(self._baseline(result))
+        # only now: a regression or failed recovery must keep the files and reach the observers
+        harness.finalize(result, settings, extensions)
         return result
 
     # --- baselines

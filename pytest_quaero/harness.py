@@ -55,6 +55,7 @@ class Harness:
         endpoint_factory: EndpointFactory = open_endpoint,
         thresholds: Thresholds | None = None,
         extensions: Any = None,
+        finalize: bool = True,
         **run_options: Any,
     ) -> RunResult:
         """Run ``scenario`` once, attach its verdicts, and keep its files only if it failed.
@@ -62,6 +63,8 @@ class Harness:
         ``extensions`` (:class:`pytest_quaero.extension.Extensions` of the asking node)
         brings in the ``pytest_quaero_*`` hooks: handler, queue/store, extra criteria,
         result observers. Explicit ``handler``/``endpoint_factory`` arguments win.
+        With ``finalize=False`` the caller adds verdicts of its own (the regression gate)
+        and then calls :meth:`finalize`, so kept files and observers see every verdict.
         """
         settings = settings or self.settings
         thresholds = thresholds or self.thresholds(scenario, settings)
@@ -78,10 +81,15 @@ class Harness:
         if extensions is not None:
             verdicts += extensions.extra_verdicts(scenario, result, thresholds)
         result.verdicts = [verdict.as_dict() for verdict in verdicts]
-        self.finish(result, keep=bool(settings.db_path))
+        if finalize:
+            self.finalize(result, settings, extensions)
+        return result
+
+    def finalize(self, result: RunResult, settings: Settings | None = None, extensions: Any = None) -> None:
+        """The run is fully judged: keep or tidy its files, record it, tell the observers."""
+        self.finish(result, keep=bool((settings or self.settings).db_path))
         if extensions is not None:
             extensions.observe(result)
-        return result
 
     def finish(self, result: RunResult, *, keep: bool) -> None:
         """Record a judged result; a passing run on a temporary file leaves no file behind."""

@@ -59,13 +59,13 @@ class ScenarioNode(pytest.Collector):
         return items + gate.extra_items(self) if gate is not None else items
 
     def setup(self) -> None:
+        from .db import DatabaseError
         from .extension import Extensions
+        from .run import RunError
 
         self.carried = False
         gate = gate_of(self.config)
         extensions = Extensions.for_node(self)
-        from .db import DatabaseError
-        from .run import RunError
 
         problem = None
         try:
@@ -122,11 +122,6 @@ class CriterionItem(pytest.Item):
                 lines.append(f"database kept: {result.db_path}")
                 lines.append(f"log kept:      {result.log_path}")
             return "\n".join(lines)
-        from .db import DatabaseError
-        from .run import RunError
-
-        if isinstance(excinfo.value, (RunError, DatabaseError)):
-            return f"{self.parent.name} could not run: {excinfo.value}"
         return super().repr_failure(excinfo, style=style)
 
     def reportinfo(self) -> tuple[Any, int | None, str]:

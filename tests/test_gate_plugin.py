@@ -60,6 +60,9 @@ def test_a_regression_fails_the_regression_item_with_a_table(pytester: pytest.Py
         "FAILED quaero[[]light[]]::regression - *",
     ])
     no_traceback(result)
+    # a regression is a failed run like any other: its database and log are kept for sqlite3
+    kept = [line.split(":", 1)[1].strip() for line in result.outlines if line.strip().startswith("database kept:")]
+    assert kept and all(Path(path).is_file() for path in kept), result.outlines
 
 
 def test_a_missing_baseline_is_recorded_with_a_warning(pytester: pytest.Pytester) -> None:
