@@ -87,6 +87,8 @@ class _Tally:
         self.errors: list[str] = []
         self.retry_parts: list[dict[str, dict[str, Any]]] = []
         self.first_received: float | None = None
+        #: when the latest job finished (``time.monotonic()``): the timeline's jobs-completed phase
+        self.last_done: float | None = None
         self.live_busy = 0
 
     @property
@@ -102,6 +104,8 @@ class _Tally:
                 _, _, job_id, outcome, received_at, done_at, latency, attempt = event
                 if self.first_received is None or received_at < self.first_received:
                     self.first_received = received_at
+                if self.last_done is None or done_at > self.last_done:
+                    self.last_done = done_at
                 if attempt > 1:
                     self.redeliveries += 1
                 if worker is not None:
@@ -142,6 +146,8 @@ class _Producers:
         self.sent = 0
         self.errors: list[str] = []
         self.retry_parts: list[dict[str, dict[str, Any]]] = []
+        #: when the last producer finished (``time.monotonic()``): the timeline's queueing phase
+        self.finished_at: float | None = None
         self._lock = threading.Lock()
         self._threads = [
             threading.Thread(target=self._produce, args=(p,), name=f"quaero-producer-{p}", daemon=True)
@@ -198,6 +204,7 @@ class _Producers:
                 self.sent += sent
                 self.errors.extend(errors)
                 self.retry_parts.append(retrier.snapshot())
+                self.finished_at = time.monotonic()
 
 
 def _attach_log(log_path: str) -> Callable[[], None]:
@@ -365,7 +372,8 @@ def _watch(scenario: Scenario, settings: Settings, pool: WorkerPool, producers: 
             counts = None  # a rollback-journal writer can block this reader; skip the sample
         producing = not producers.done
         if not producing and not queueing_marked:
-            mark("queueing_completed")
+            # when it happened, not when this sample noticed it
+            mark("queueing_completed", producers.finished_at)
             queueing_marked = True
         if counts is not None:
             result.queue_samples.append([round(now - t0, 4), counts.total, counts.visible, counts.in_flight])
@@ -374,7 +382,7 @@ def _watch(scenario: Scenario, settings: Settings, pool: WorkerPool, producers: 
                                      now - t0, tally.live_busy))
             if not producing:
                 if counts.total - counts.dead == 0:
-                    mark("jobs_completed")
+                    mark("jobs_completed", tally.last_done)
                     return
                 if len(tally.finished) >= producers.sent and counts.visible == 0:
                     # Every job finished yet messages remain: deletes that did not delete.
