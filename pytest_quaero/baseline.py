@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from .metrics import RunResult
+from .settings import DEFAULT_BASELINE_STORE
 
 __all__ = [
     "DEFAULT_STORE",
@@ -55,7 +56,7 @@ __all__ = [
 ]
 
 #: where ``--quaero-save-baseline`` with no value keeps baselines, relative to the rootdir
-DEFAULT_STORE = ".quaero/baseline.json"
+DEFAULT_STORE = DEFAULT_BASELINE_STORE
 
 
 class BaselineError(ValueError):

@@ -17,6 +17,8 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from .settings import DEFAULT_BASELINE_STORE
+
 if TYPE_CHECKING:
     from .baseline import CompareRule
     from .harness import Harness
@@ -196,10 +198,12 @@ def gate_of(config: pytest.Config) -> Gate | None:
 
 # ---------------------------------------------------------------- options
 
+#: where baselines live unless a path is given (relative to the rootdir); kept in settings, so
+#: an inactive start-up that adds these options imports no baseline machinery
+DEFAULT_STORE = DEFAULT_BASELINE_STORE
+
 
 def add_options(group: Any) -> None:
-    from .baseline import DEFAULT_STORE
-
     group.addoption(
         "--quaero-save-baseline", dest="quaero_save_baseline", nargs="?", const="", default=None, metavar="PATH",
         help=f"store each scenario's result as its baseline (scenario + machine) in PATH (default {DEFAULT_STORE}); "
@@ -249,8 +253,6 @@ def configure(config: pytest.Config, settings: Settings) -> tuple[Gate | None, S
 
     Raises :class:`pytest.UsageError` naming the option for any bad value.
     """
-    from .baseline import DEFAULT_STORE
-
     opt = config.getoption
     save = opt("quaero_save_baseline", None)
     compare_path = opt("quaero_baseline", None)

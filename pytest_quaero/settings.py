@@ -30,6 +30,10 @@ __all__ = [
 ]
 
 
+#: where baselines are stored when ``--quaero-save-baseline`` names no file (rootdir-relative)
+DEFAULT_BASELINE_STORE = ".quaero/baseline.json"
+
+
 class SettingsError(ValueError):
     """A setting has a value the plugin cannot use; the message says where it came from."""
 
