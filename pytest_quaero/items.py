@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     # pulls in run, pool, multiprocessing and sqlite3 (benchmarks/bench_startup.py)
     from .harness import Harness
 
-__all__ = ["CriterionFailed", "CriterionItem", "ScenarioNode", "make_scenario_nodes"]
+__all__ = ["CriterionFailed", "CriterionItem", "ScenarioNode", "collect_nodes", "make_scenario_nodes"]
 
 
 class CriterionFailed(AssertionError):
@@ -130,11 +130,14 @@ class CriterionItem(pytest.Item):
 
 def make_scenario_nodes(session: pytest.Session, scenarios: list[Scenario], harness: Harness) -> list[pytest.Item]:
     """All criterion items of every chosen scenario, in the order given."""
+    return collect_nodes(session, [ScenarioNode.create(session, scenario, harness) for scenario in scenarios])
+
+
+def collect_nodes(session: pytest.Session, nodes: list[pytest.Collector]) -> list[pytest.Item]:
+    """Collect our nodes the way pytest collects any node, so "collected N items", ``--co``
+    and other plugins' collect hooks see these items like any others."""
     items: list[pytest.Item] = []
-    for scenario in scenarios:
-        node = ScenarioNode.create(session, scenario, harness)
-        # Collected the way pytest collects any node, so "collected N items", --co and
-        # the collect hooks of other plugins see these items like any others.
+    for node in nodes:
         report = session.ihook.pytest_make_collect_report(collector=node)
         session.ihook.pytest_collectreport(report=report)
         if report.failed:

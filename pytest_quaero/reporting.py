@@ -14,7 +14,6 @@
 from __future__ import annotations
 
 import os
-import tempfile
 import time
 from collections.abc import Generator
 from dataclasses import dataclass, field
@@ -106,24 +105,6 @@ def junit_properties(result: RunResult) -> list[tuple[str, Any]]:
 
     prefix = f"quaero.{result.scenario}."
     return [(prefix + name, value) for name, value in metrics_of(result).items()]
-
-
-def _write_text_atomic(path: Path, text: str) -> None:
-    from .results_json import _readable
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        _readable(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
 
 
 @dataclass(eq=False)  # registered as a pytest plugin, which must stay hashable
@@ -251,7 +232,9 @@ class ReportsPlugin:
             commit=ctx["commit"], versions=ctx["versions"], session_duration=time.time() - self.started,
             json_path=str(self.options.json) if self.options.json is not None else None,
         ))
-        _write_text_atomic(self.options.markdown, text)  # type: ignore[arg-type]
+        from .results_json import write_text_atomic
+
+        write_text_atomic(self.options.markdown, text)  # type: ignore[arg-type]
 
     @pytest.hookimpl(trylast=True)
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:

@@ -236,17 +236,21 @@ def _readable(path: str) -> None:
     os.chmod(path, 0o666 & ~umask)
 
 
-def write_atomic(path: str | os.PathLike[str], document: dict[str, Any]) -> Path:
-    """Write ``document`` as JSON so readers see the old file or the new one, never a mix."""
+def write_text_atomic(path: str | os.PathLike[str], text: str, *, durable: bool = True) -> Path:
+    """Write ``text`` so readers see the old file or the new one, never a mix.
+
+    ``durable`` fsyncs before the rename, for files that must survive a crash (results,
+    baselines); scratch files shared between xdist workers skip it.
+    """
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump(document, handle, indent=2, sort_keys=False)
-            handle.write("\n")
-            handle.flush()
-            os.fsync(handle.fileno())
+            handle.write(text)
+            if durable:
+                handle.flush()
+                os.fsync(handle.fileno())
         _readable(tmp)
         os.replace(tmp, target)
     except BaseException:
@@ -256,6 +260,11 @@ def write_atomic(path: str | os.PathLike[str], document: dict[str, Any]) -> Path
             pass
         raise
     return target
+
+
+def write_atomic(path: str | os.PathLike[str], document: dict[str, Any]) -> Path:
+    """Write ``document`` as JSON so readers see the old file or the new one, never a mix."""
+    return write_text_atomic(path, json.dumps(document, indent=2, sort_keys=False) + "\n")
 
 
 def load_document(path: str | os.PathLike[str]) -> dict[str, Any]:

@@ -258,9 +258,9 @@ def _file_lock(path: Path, timeout: float = 120.0) -> Iterator[None]:
 
 
 def _write_json(path: Path, data: Any) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data), encoding="utf-8")
-    os.replace(tmp, path)  # readers never see half a file
+    from .results_json import write_text_atomic
+
+    write_text_atomic(path, json.dumps(data), durable=False)  # readers never see half a file
 
 
 @dataclass(frozen=True)
@@ -290,14 +290,9 @@ class SharedDb:
         for scenario in scenarios:
             nodes.extend(ShardNode.create(session, scenario, harness, self, worker) for worker in self.worker_ids)
             nodes.append(JudgeNode.create(session, scenario, harness, self))
-        items: list[pytest.Item] = []
-        for node in nodes:
-            report = session.ihook.pytest_make_collect_report(collector=node)
-            session.ihook.pytest_collectreport(report=report)
-            if report.failed:
-                raise pytest.UsageError(f"{node.name}: could not be collected: {report.longreprtext}")
-            items.extend(x for x in report.result if isinstance(x, pytest.Item))
-        return items
+        from .items import collect_nodes
+
+        return collect_nodes(session, nodes)
 
     def prepare_once(self, config: pytest.Config, harness: Harness) -> None:
         """WAL mode and tables, by the first shard of the session, under a file lock."""
