@@ -81,31 +81,24 @@ class LoadSpec:
 
 def parse_contention(text: str, *, option: str = "--quaero-contention") -> list[LoadSpec]:
     """``'writer:hold=200ms,every=1s;reader:snapshot=5s'`` -> load specs."""
+    from .disturbance import split_spec
+
+    def settings_help(kind: str) -> str:
+        return ", ".join(k + "=" + ("DURATION" if t == "d" else "N") for k, (_, t) in _KINDS[kind].items())
+
     loads: list[LoadSpec] = []
-    for part in (p.strip() for p in text.split(";")):
-        if not part:
-            continue
+    for part, kind, given in split_spec(text, _KINDS, option=option, noun="load", example=_EXAMPLE,
+                                        error=ContentionError, settings_help=settings_help):
         where = f"{option}={text}: {part!r}"
-        kind, _, rest = part.partition(":")
-        kind = kind.strip().lower()
-        keys = _KINDS.get(kind)
-        if keys is None:
-            raise ContentionError(f"{where}: unknown load {kind!r}; allowed: {', '.join(_KINDS)} (e.g. {_EXAMPLE})")
+        keys = _KINDS[kind]
         params = {key: default for key, (default, _) in keys.items()}
-        for item in (i.strip() for i in rest.split(",")):
-            if not item:
-                continue
-            key, sep, value = item.partition("=")
-            key = key.strip().lower()
-            if not sep or key not in keys:
-                raise ContentionError(f"{where}: unknown setting {item!r} for {kind}; allowed: "
-                                      f"{', '.join(k + '=' + ('DURATION' if t == 'd' else 'N') for k, (_, t) in keys.items())}")
+        for key, value in given.items():
             kind_of = keys[key][1]
             try:
                 if kind_of == "d":
                     params[key] = parse_duration(value)
                 else:
-                    if not re.fullmatch(r"\d+", value.strip()) or int(value) < 1:
+                    if not re.fullmatch(r"\d+", value) or int(value) < 1:
                         raise ValueError(value)
                     params[key] = int(value)
             except ValueError:
@@ -120,8 +113,6 @@ def parse_contention(text: str, *, option: str = "--quaero-contention") -> list[
         if kind == "burst" and params["every"] <= 0:
             raise ContentionError(f"{where}: every must be > 0")
         loads.append(LoadSpec(kind, params, part))
-    if not loads:
-        raise ContentionError(f"{option}={text!r}: name at least one load, e.g. {_EXAMPLE}")
     return loads
 
 

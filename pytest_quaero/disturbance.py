@@ -9,7 +9,7 @@ the criteria (and the gate's own items) judge the result it recorded into.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     from .scenarios import Scenario
     from .settings import Settings
 
-__all__ = ["Disturbance", "RunContext"]
+__all__ = ["Disturbance", "RunContext", "split_spec"]
 
 
 @dataclass(frozen=True)
@@ -52,3 +52,45 @@ class Disturbance(Protocol):
     def record(self, result: RunResult) -> None: ...
 
     def close(self) -> None: ...
+
+
+def split_spec(
+    text: str,
+    kinds: Mapping[str, Any],
+    *,
+    option: str,
+    noun: str,
+    example: str,
+    error: type[ValueError],
+    settings_help: Callable[[str], str] | None = None,
+) -> list[tuple[str, str, dict[str, str]]]:
+    """``'kind:key=value,key=value;kind:...'`` -> ``[(part, kind, {key: raw value})]``.
+
+    The grammar shared by ``--quaero-contention`` and ``--quaero-faults``: unknown kinds
+    and keys are rejected here, naming the option, the part and what is allowed; each
+    caller parses and checks its own values. ``kinds`` maps a kind to its known keys;
+    ``_`` in a kind reads as ``-``.
+    """
+    parts: list[tuple[str, str, dict[str, str]]] = []
+    for part in (p.strip() for p in text.split(";")):
+        if not part:
+            continue
+        where = f"{option}={text}: {part!r}"
+        kind, _, rest = part.partition(":")
+        kind = kind.strip().lower().replace("_", "-")
+        if kind not in kinds:
+            raise error(f"{where}: unknown {noun} {kind!r}; allowed: {', '.join(kinds)} (e.g. {example})")
+        given: dict[str, str] = {}
+        for item in (i.strip() for i in rest.split(",")):
+            if not item:
+                continue
+            key, sep, value = item.partition("=")
+            key = key.strip().lower()
+            if not sep or key not in kinds[kind]:
+                allowed = settings_help(kind) if settings_help else ", ".join(kinds[kind])
+                raise error(f"{where}: unknown setting {item!r} for {kind}; allowed: {allowed}")
+            given[key] = value.strip()
+        parts.append((part, kind, given))
+    if not parts:
+        raise error(f"{option}={text!r}: name at least one {noun}, e.g. {example}")
+    return parts

@@ -113,25 +113,13 @@ class FaultSpec:
 
 def parse_faults(text: str, *, option: str = "--quaero-faults") -> list[FaultSpec]:
     """``'kill-worker:after=25%;restart-pool:at=2s'`` -> fault specs."""
+    from .disturbance import split_spec
+
     faults: list[FaultSpec] = []
-    for part in (p.strip() for p in text.split(";")):
-        if not part:
-            continue
+    for part, kind, given in split_spec(text, _KINDS, option=option, noun="fault", example=_EXAMPLE,
+                                        error=FaultError):
         where = f"{option}={text}: {part!r}"
-        kind, _, rest = part.partition(":")
-        kind = kind.strip().lower().replace("_", "-")
-        defaults = _KINDS.get(kind)
-        if defaults is None:
-            raise FaultError(f"{where}: unknown fault {kind!r}; allowed: {', '.join(_KINDS)} (e.g. {_EXAMPLE})")
-        given: dict[str, str] = {}
-        for item in (i.strip() for i in rest.split(",")):
-            if not item:
-                continue
-            key, sep, value = item.partition("=")
-            key = key.strip().lower()
-            if not sep or key not in defaults:
-                raise FaultError(f"{where}: unknown setting {item!r} for {kind}; allowed: {', '.join(defaults)}")
-            given[key] = value.strip()
+        defaults = _KINDS[kind]
         if "at" in given and "after" in given:
             raise FaultError(f"{where}: give after= or at=, not both")
         raw: dict[str, Any] = {**defaults, **given}
@@ -162,8 +150,6 @@ def parse_faults(text: str, *, option: str = "--quaero-faults") -> list[FaultSpe
                            "parent": "a parent number >= 1"}[key]
                 raise FaultError(f"{where}: invalid {key}={value!r}; allowed: {allowed}") from None
         faults.append(FaultSpec(kind, params, part))
-    if not faults:
-        raise FaultError(f"{option}={text!r}: name at least one fault, e.g. {_EXAMPLE}")
     return faults
 
 
