@@ -9,6 +9,7 @@ it never decides pass or fail (that is :mod:`pytest_quaero.criteria`).
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import platform
@@ -281,7 +282,11 @@ def run_scenario(
         t0 = pool_started
         tally = _Tally(settings.workers, t0)
         mark("pool_started", pool_started)
-        monitor = db.connect(db_path, settings)
+        # The monitor is the harness, not the system under test: it waits for locks however
+        # short the settings make busy_timeout (a busy_timeout=0 run must be judged, not crash
+        # on its own observer meeting a WAL reset).
+        monitor = db.connect(db_path, dataclasses.replace(
+            settings, busy_timeout_ms=max(settings.busy_timeout_ms, _MONITOR_BUSY_TIMEOUT_MS)))
         # The monitor only counts the queue and, after the drain, runs the integrity SQL: scans
         # that would fill a page cache of settings.cache_size_mb (64 MB) with pages read once;
         # at 150,000 jobs that was ~60 MB of the run's peak memory. Workers keep their setting.
@@ -404,6 +409,8 @@ def _watch(scenario: Scenario, settings: Settings, pool: WorkerPool, producers: 
         _nap(pool, producers, tally, now + (interval if counts is not None else sample_interval))
 
 
+#: the monitor's own busy_timeout floor (ms), whatever the settings under test say
+_MONITOR_BUSY_TIMEOUT_MS = 10_000
 #: page cache of the monitor's own connection (KiB): enough for the index and tree interiors
 _MONITOR_CACHE_KIB = 4096
 #: The monitor takes a queue sample at most every sample_interval, and makes one sample cost
