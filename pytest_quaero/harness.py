@@ -1,8 +1,9 @@
 """A pytest session's load runs: run a scenario, judge it, keep or tidy its files.
 
 The criteria items and the ``quaero_run`` fixture both come here, so a scenario is
-run, judged and cleaned up the same way whichever asked for it. Results stay in
-``results`` for the terminal summary and the reports.
+run, judged and cleaned up the same way whichever asked for it. The harness keeps no
+results: each one rides on a test report (``plugin.carry_result``), so the summary and
+reports read the same thing with and without pytest-xdist.
 """
 
 from __future__ import annotations
@@ -31,7 +32,6 @@ class Harness:
     settings: Settings
     base_dir: Path | None = None
     make_base_dir: Callable[[], Path] | None = None
-    results: list[RunResult] = field(default_factory=list)
     on_progress: Callable[[Progress], None] | None = None
     on_result: list[Callable[[RunResult], None]] = field(default_factory=list)
     _runs: int = 0
@@ -92,7 +92,7 @@ class Harness:
             extensions.observe(result)
 
     def finish(self, result: RunResult, *, keep: bool) -> None:
-        """Record a judged result; a passing run on a temporary file leaves no file behind."""
+        """A judged result: a passing run on a temporary file leaves no file behind."""
         # keep_files: a disturbance (e.g. a fault that lost a job) wants the evidence kept
         result.extra["kept"] = keep or not result.passed or bool(result.extra.get("keep_files"))
         if not result.extra["kept"]:
@@ -101,6 +101,5 @@ class Harness:
                     os.unlink(result.db_path + suffix)
                 except FileNotFoundError:
                     pass
-        self.results.append(result)
         for callback in self.on_result:
             callback(result)
