@@ -31,7 +31,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import Bench, med, print_table, ratio_cell, machine_line  # noqa: E402
+from _common import Bench, fresh_db, med, print_table, ratio_cell, machine_line  # noqa: E402
 from _timing import TimedEndpointFactory, WindowPool, collect  # noqa: E402
 from bench_queue import _prepared, run_workers  # noqa: E402
 
@@ -100,13 +100,8 @@ def window_rate(result: Any, pool: WindowPool) -> float:
 
 
 def _prepared_store(directory: Path, name: str) -> str:
-    from pytest_quaero import db
-    from pytest_quaero.store import create_schema
-
-    path = _prepared(directory, name)
-    conn = db.connect(path, BENCH_SETTINGS)
-    create_schema(conn)
-    conn.close()
+    path = fresh_db(directory, name)
+    run.prepare_database(path, BENCH_SETTINGS)  # as run_scenario prepares its file
     return path
 
 

@@ -68,16 +68,11 @@ def quaero_settings(pytestconfig: pytest.Config) -> Settings:
 @pytest.fixture
 def quaero_db(tmp_path: Path, quaero_settings: Settings) -> Iterator[QuaeroDatabase]:
     """A fresh database file with the queue and store schemas, pragmas set and verified."""
-    from . import db
-    from .queue import create_schema as queue_schema
-    from .store import create_schema as store_schema
+    from .run import prepare_database
 
     path = tmp_path / "quaero.db"
-    db.prepare(path, quaero_settings)
+    prepare_database(path, quaero_settings)
     database = QuaeroDatabase(path, quaero_settings)
-    queue_schema(database.conn)
-    store_schema(database.conn)
-    db.verify(database.conn, quaero_settings)
     yield database
     database.close()
 

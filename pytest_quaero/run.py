@@ -35,7 +35,7 @@ from .scenarios import Scenario
 from .settings import Settings
 from .store import create_schema as create_store_schema
 
-__all__ = ["Progress", "RunError", "run_scenario"]
+__all__ = ["Progress", "RunError", "prepare_database", "run_scenario"]
 
 PHASES = {
     "initialization": "Test initialization and configuration",
@@ -341,22 +341,35 @@ def run_scenario(
         detach_log()
 
 
-def _prepare(db_path: str, settings: Settings) -> db.Pragmas:
-    """Journal mode and schema, once, before any worker exists; pragmas read back."""
-    pragmas = db.prepare(db_path, settings)
+def prepare_database(db_path: str | os.PathLike[str], settings: Settings) -> db.Pragmas:
+    """Journal mode, then the goqite and crawl_jobs tables, with the pragmas read back.
+
+    Once, before any worker exists: the run, the ``quaero_db`` fixture and the benchmarks
+    all start from a file prepared here.
+    """
+    db.prepare(db_path, settings)
     conn = db.connect(db_path, settings)
     try:
         create_queue_schema(conn)
         create_store_schema(conn)
-        leftover = len(Queue(conn, settings.queue_name))
-        if leftover:
-            raise RunError(
-                f"{db_path}: queue {settings.queue_name!r} already holds {leftover} messages from an earlier run; "
-                "a run must start from an empty queue. Use a new --quaero-db path or another --quaero-queue-name."
-            )
-        db.verify(conn, settings)
+        return db.verify(conn, settings)
     finally:
         conn.close()
+
+
+def _prepare(db_path: str, settings: Settings) -> db.Pragmas:
+    """prepare_database, refusing a file whose queue still holds an earlier run's messages."""
+    pragmas = prepare_database(db_path, settings)
+    conn = db.connect(db_path, settings)
+    try:
+        leftover = len(Queue(conn, settings.queue_name))
+    finally:
+        conn.close()
+    if leftover:
+        raise RunError(
+            f"{db_path}: queue {settings.queue_name!r} already holds {leftover} messages from an earlier run; "
+            "a run must start from an empty queue. Use a new --quaero-db path or another --quaero-queue-name."
+        )
     return pragmas
 
 

@@ -7,9 +7,8 @@ from pathlib import Path
 import pytest
 
 from pytest_quaero import db
-from pytest_quaero.queue import create_schema as create_queue_schema
+from pytest_quaero.run import prepare_database
 from pytest_quaero.settings import Settings
-from pytest_quaero.store import create_schema as create_store_schema
 
 pytest_plugins = ["pytester"]
 
@@ -18,11 +17,7 @@ pytest_plugins = ["pytester"]
 def path(tmp_path: Path) -> Path:
     """A real WAL-mode database file with the goqite and crawl_jobs tables, no connection open."""
     path = tmp_path / "quaero.db"
-    db.prepare(path, Settings())
-    conn = db.connect(path, Settings())
-    create_queue_schema(conn)
-    create_store_schema(conn)
-    conn.close()
+    prepare_database(path, Settings())
     return path
 
 
