@@ -381,6 +381,9 @@ def _watch(scenario: Scenario, settings: Settings, pool: WorkerPool, producers: 
     queueing_marked = False
     while True:
         now = time.monotonic()
+        # Ask the producers first, then count: a producer finishing between a count of an
+        # empty queue and this question would otherwise read as "drained" before any job ran.
+        producing = not producers.done
         tally.fold(pool.poll_events())
         try:
             sampled = time.monotonic()
@@ -393,7 +396,6 @@ def _watch(scenario: Scenario, settings: Settings, pool: WorkerPool, producers: 
             if classify(exc) is None:
                 raise
             counts = None  # a rollback-journal writer can block this reader; skip the sample
-        producing = not producers.done
         if not producing and not queueing_marked:
             # when it happened, not when this sample noticed it
             mark("queueing_completed", producers.finished_at)

@@ -238,3 +238,59 @@ def test_deletion_rate_leaves_dead_messages_out(enqueued: int, left: int, dead: 
     r = RunResult(scenario="t", parents=1, children_per_parent=enqueued or 1, run_id="x", settings={},
                   messages_enqueued=enqueued, messages_left=left, dead_messages=dead)
     assert r.deletion_rate == pytest.approx(rate)
+
+
+class _CountBeforeProducersFinish:
+    """Endpoints whose watched queue takes its first count while the producers are held, then
+    lets them finish before returning that (empty) count: the moment a run must not read as
+    "drained". Producers and workers get plain endpoints, except that children wait for it."""
+
+    watch_queue = True
+
+    def __init__(self) -> None:
+        import threading
+
+        self.first_count_taken = threading.Event()
+        self.counts_calls = 0
+
+    def __call__(self, db_path: str, settings: Settings) -> Any:
+        import threading
+
+        from pytest_quaero.pool import open_endpoint
+
+        endpoint = open_endpoint(db_path, settings)
+        gate = self
+        if threading.current_thread() is threading.main_thread():  # the run's watched endpoint
+            real_counts = endpoint.queue.counts
+
+            def counts() -> Any:
+                gate.counts_calls += 1
+                taken = real_counts()
+                if gate.counts_calls == 1:
+                    gate.first_count_taken.set()
+                    while any(t.name.startswith("quaero-producer") for t in threading.enumerate()):
+                        threading.Event().wait(0.005)
+                return taken
+
+            endpoint.queue.counts = counts
+        else:
+            real_create = endpoint.store.create_child
+
+            def create_child(*args: Any, **kwargs: Any) -> None:
+                assert gate.first_count_taken.wait(10)
+                real_create(*args, **kwargs)
+
+            endpoint.store.create_child = create_child
+        return endpoint
+
+
+def test_a_producer_finishing_during_a_count_is_not_a_drained_queue(tmp_path: Path) -> None:
+    """Regression: the monitor counted, then asked whether producers were done; a producer
+    finishing in between made an empty count look like a drained queue, and the run ended
+    with every job still queued (seen on a shared database under xdist)."""
+    settings = Settings().replace(source="test", workers=2, stagger="50ms", job_time="1ms", poll_interval="20ms")
+    factory = _CountBeforeProducersFinish()
+    result = run_scenario(Scenario("race", 2, 5, 30.0), settings, run_dir=tmp_path, endpoint_factory=factory,
+                          deadline=20.0, sample_interval=0.05)
+    assert factory.counts_calls >= 2
+    assert (result.jobs_completed, result.messages_left) == (10, 0)
