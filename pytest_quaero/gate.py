@@ -216,7 +216,7 @@ def add_options(group: Any) -> None:
     group.addoption(
         "--quaero-compare-fail", dest="quaero_compare_fail", action="append", default=[], metavar="EXPR[,EXPR]",
         help="fail quaero[...]::regression when a metric is worse than its baseline by more than this: "
-        "throughput:10%, p95:25%, execution_time:20%, retries:+50 (metrics: throughput, execution_time, p95, "
+        "throughput:10%%, p95:25%%, execution_time:20%%, retries:+50 (metrics: throughput, execution_time, p95, "
         "latency_p95, avg_processing_time, retries, busy_errors, redeliveries).",
     )
     group.addoption(
@@ -238,7 +238,7 @@ def add_options(group: Any) -> None:
     )
     group.addoption(
         "--quaero-faults", dest="quaero_faults", metavar="SPEC",
-        help="inject faults, e.g. kill-worker:after=25%;kill-producer:parent=1,after=5;restart-pool:after=50%; "
+        help="inject faults, e.g. kill-worker:after=25%%;kill-producer:parent=1,after=5;restart-pool:after=50%%; "
         "adds quaero[...]::fault_recovery.",
     )
 
