@@ -21,7 +21,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from pytest_quaero.pool import Endpoint, WorkerPool, open_endpoint
+from pytest_quaero.core.pool import Endpoint, WorkerPool, open_endpoint
 
 __all__ = ["TimedEndpointFactory", "WindowPool", "collect"]
 

@@ -9,8 +9,8 @@ Three things run side by side in every repetition, each on its own fresh WAL fil
 * ``raw goqite``: the three goqite statements (insert ... returning id; the one-statement
   claim UPDATE ... WHERE id = (SELECT ...) RETURNING; delete), straight ``conn.execute``
   calls on goqite's real schema (trigger and index included), no wrapper.
-* ``plugin``: :class:`pytest_quaero.queue.Queue` on :func:`pytest_quaero.db.connect`, every
-  operation through :meth:`pytest_quaero.retry.Retrier.call`, exactly as the worker pool
+* ``plugin``: :class:`pytest_quaero.core.queue.Queue` on :func:`pytest_quaero.core.db.connect`, every
+  operation through :meth:`pytest_quaero.core.retry.Retrier.call`, exactly as the worker pool
   and the producers use them.
 
 raw and plugin run with 1, 2 and 4 workers, as threads (one connection each) and as
@@ -34,11 +34,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import Bench, fresh_db, machine_line, med, print_table, ratio_cell  # noqa: E402
 
-from pytest_quaero import db  # noqa: E402
-from pytest_quaero.pool import encode_job  # noqa: E402
-from pytest_quaero.queue import Queue, create_schema  # noqa: E402
-from pytest_quaero.retry import Retrier  # noqa: E402
-from pytest_quaero.settings import Settings  # noqa: E402
+from pytest_quaero.core import db  # noqa: E402
+from pytest_quaero.core.pool import encode_job  # noqa: E402
+from pytest_quaero.core.queue import Queue, create_schema  # noqa: E402
+from pytest_quaero.core.retry import Retrier  # noqa: E402
+from pytest_quaero.core.settings import Settings  # noqa: E402
 
 QUEUE_NAME = "bench"
 SETTINGS = Settings(queue_name=QUEUE_NAME)

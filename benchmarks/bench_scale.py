@@ -47,11 +47,11 @@ def _vm(field: str) -> int:
 
 def child(jobs: int, prefill: int, directory: str) -> dict[str, Any]:
     """One size in this (fresh) process: prefill, run, report throughput and peak memory."""
-    from pytest_quaero import db
-    from pytest_quaero.queue import create_schema
-    from pytest_quaero.run import run_scenario
-    from pytest_quaero.scenarios import Scenario
-    from pytest_quaero.settings import Settings
+    from pytest_quaero.core import db
+    from pytest_quaero.core.queue import create_schema
+    from pytest_quaero.core.run import run_scenario
+    from pytest_quaero.core.scenarios import Scenario
+    from pytest_quaero.core.settings import Settings
 
     path = os.path.join(directory, "scale.db")
     settings = Settings(job_time=(0.0, 0.0), stagger=0.0, poll_interval=0.01, db_path=path)

@@ -35,12 +35,12 @@ from _common import Bench, fresh_db, med, print_table, ratio_cell, machine_line 
 from _timing import TimedEndpointFactory, WindowPool, collect  # noqa: E402
 from bench_queue import _prepared, run_workers  # noqa: E402
 
-from pytest_quaero import integrity, run  # noqa: E402
-from pytest_quaero.pool import decode_job, encode_job, open_endpoint  # noqa: E402
-from pytest_quaero.queue import Queue  # noqa: E402
-from pytest_quaero.run import run_scenario  # noqa: E402
-from pytest_quaero.scenarios import BUILTIN, Scenario  # noqa: E402
-from pytest_quaero.settings import Settings  # noqa: E402
+from pytest_quaero.core import integrity, run  # noqa: E402
+from pytest_quaero.core.pool import decode_job, encode_job, open_endpoint  # noqa: E402
+from pytest_quaero.core.queue import Queue  # noqa: E402
+from pytest_quaero.core.run import run_scenario  # noqa: E402
+from pytest_quaero.core.scenarios import BUILTIN, Scenario  # noqa: E402
+from pytest_quaero.core.settings import Settings  # noqa: E402
 
 BENCH_SETTINGS = Settings(job_time=(0.0, 0.0), stagger=0.0, poll_interval=0.01)
 
@@ -68,7 +68,7 @@ def job_cycles(path: str, seconds: float) -> float:
     Retrier, minus the other 16 connections. What the scenario would reach if the write
     lock were never contended: the ceiling its per-job work sets.
     """
-    from pytest_quaero.retry import Retrier
+    from pytest_quaero.core.retry import Retrier
 
     endpoint = open_endpoint(path, BENCH_SETTINGS)
     store, queue = endpoint.store, endpoint.queue

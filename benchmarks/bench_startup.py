@@ -30,11 +30,11 @@ from _common import Bench, machine_line, med, print_table, ratio_cell  # noqa: E
 
 #: the machinery of a run: imported only when a scenario (or a fixture that needs it) runs
 RUN_MACHINERY = (
-    "pytest_quaero.pool", "pytest_quaero.run", "pytest_quaero.store", "pytest_quaero.db",
-    "pytest_quaero.harness", "pytest_quaero.integrity", "multiprocessing",
+    "pytest_quaero.core.pool", "pytest_quaero.core.run", "pytest_quaero.core.store", "pytest_quaero.core.db",
+    "pytest_quaero.core.harness", "pytest_quaero.core.integrity", "multiprocessing",
 )
 #: light, but still avoidable at start-up
-AVOIDABLE = ("pytest_quaero.queue", "pytest_quaero.items", "sqlite3")
+AVOIDABLE = ("pytest_quaero.core.queue", "pytest_quaero.items", "sqlite3")
 HEAVY = RUN_MACHINERY + AVOIDABLE
 
 _LIST_MODULES = """

@@ -46,7 +46,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _compare(args: argparse.Namespace) -> int:
-    from .baseline import (
+    from pytest_quaero.core.baseline import (
         BaselineError,
         compare,
         document_fingerprint,

@@ -38,10 +38,10 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from .criteria import Verdict
+from pytest_quaero.core.criteria import Verdict
 
 if TYPE_CHECKING:
-    from .settings import Settings
+    from pytest_quaero.core.settings import Settings
 
 __all__ = ["AUDIT_CRITERIA", "AuditError", "AuditPlugin", "AuditResult", "audit", "inspect_file", "open_readonly"]
 

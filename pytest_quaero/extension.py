@@ -34,19 +34,19 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from .hookspecs import WORKER_HOOKS
-from .protocols import ProtocolError, check_queue, check_store
+from pytest_quaero.hookspecs import WORKER_HOOKS
+from pytest_quaero.core.protocols import ProtocolError, check_queue, check_store
 
 if TYPE_CHECKING:
     import sqlite3
 
     import pluggy
 
-    from .criteria import Criterion, Thresholds, Verdict
-    from .metrics import RunResult
-    from .pool import Endpoint, EndpointFactory, Handler, Job, JobContext
-    from .scenarios import Scenario
-    from .settings import Settings
+    from pytest_quaero.core.criteria import Criterion, Thresholds, Verdict
+    from pytest_quaero.core.metrics import RunResult
+    from pytest_quaero.core.pool import Endpoint, EndpointFactory, Handler, Job, JobContext
+    from pytest_quaero.core.scenarios import Scenario
+    from pytest_quaero.core.settings import Settings
 
 __all__ = [
     "DEFAULTS_NAME",
@@ -66,7 +66,7 @@ DEFAULTS_NAME = "quaero-hook-defaults"
 
 def register(pluginmanager: pytest.PytestPluginManager) -> None:
     """Add the hookspecs and the plugin's ``trylast`` defaults (from ``pytest_addhooks``)."""
-    from . import defaults, hookspecs
+    from pytest_quaero import defaults, hookspecs
 
     pluginmanager.add_hookspecs(hookspecs)
     if pluginmanager.get_plugin(DEFAULTS_NAME) is None:
@@ -94,7 +94,7 @@ def known_scenarios(config: pytest.Config) -> dict[str, Scenario]:
     cached = config.stash.get(SCENARIOS_KEY, None)
     if cached is not None:
         return cached
-    from .scenarios import BUILTIN, Scenario
+    from pytest_quaero.core.scenarios import BUILTIN, Scenario
 
     known: dict[str, Scenario] = dict(BUILTIN)
     origins = {name: "the built-in scenarios" for name in known}
@@ -111,11 +111,11 @@ def known_scenarios(config: pytest.Config) -> dict[str, Scenario]:
             returned = [returned]
         if not isinstance(returned, (list, tuple)):
             raise ValueError(f"{origin} returned {type(returned).__name__}; return a list of "
-                             "pytest_quaero.scenarios.Scenario.")
+                             "pytest_quaero.core.scenarios.Scenario.")
         for scenario in returned:
             if not isinstance(scenario, Scenario):
                 raise ValueError(f"{origin} returned {scenario!r}; each item must be a "
-                                 "pytest_quaero.scenarios.Scenario.")
+                                 "pytest_quaero.core.scenarios.Scenario.")
             if not _SCENARIO_NAME.fullmatch(scenario.name) or scenario.name == "all":
                 raise ValueError(f"{origin}: scenario name {scenario.name!r} is not allowed; use lower-case "
                                  "letters, digits, '-' and '_' (and not 'all').")
@@ -146,7 +146,7 @@ def endpoint_connection(db_path: str, settings: Settings) -> sqlite3.Connection:
     Outside :class:`HookEndpointFactory` (a direct hook call) it is a new connection
     the caller owns.
     """
-    from . import db
+    from pytest_quaero.core import db
 
     current: _Building | None = getattr(_building, "value", None)
     if current is None or current.db_path != db_path:
@@ -282,7 +282,7 @@ def _child_manager(refs: tuple[PluginRef, ...]) -> pluggy.PluginManager:
     with _CHILD_LOCK:
         manager = _CHILD_MANAGERS.get(refs)
         if manager is None:
-            from . import hookspecs
+            from pytest_quaero import hookspecs
 
             manager = _child_manager_class()("pytest")
             manager.add_hookspecs(hookspecs)
@@ -329,7 +329,7 @@ class HookEndpointFactory:
         self.watch_queue = watch_queue
 
     def __call__(self, db_path: str, settings: Settings) -> Endpoint:
-        from .pool import Endpoint
+        from pytest_quaero.core.pool import Endpoint
 
         building = _Building(str(db_path))
         _building.value = building
@@ -409,7 +409,7 @@ class Extensions:
 
     def endpoint_factory(self, settings: Settings) -> EndpointFactory:
         """The built-in queue and store, or the hooks' (made and checked once here first)."""
-        from .pool import open_endpoint
+        from pytest_quaero.core.pool import open_endpoint
 
         if not (self._own("pytest_quaero_make_queue") or self._own("pytest_quaero_make_store")):
             return open_endpoint
@@ -424,9 +424,9 @@ class Extensions:
     def _preflight(self, factory: HookEndpointFactory, settings: Settings) -> None:
         # Make the queue and store once on a scratch file, so a broken contract is one
         # clear error here, not a worker that dies on its first job.
-        from . import db
-        from .queue import create_schema as queue_schema
-        from .store import create_schema as store_schema
+        from pytest_quaero.core import db
+        from pytest_quaero.core.queue import create_schema as queue_schema
+        from pytest_quaero.core.store import create_schema as store_schema
 
         if settings.worker_mode == "process":
             pickle.dumps(factory)
@@ -443,7 +443,7 @@ class Extensions:
 
     def criteria(self, scenario: Scenario) -> list[Criterion]:
         """The extra criteria declared for ``scenario`` at collection: one item each."""
-        from .criteria import CRITERIA, Criterion
+        from pytest_quaero.core.criteria import CRITERIA, Criterion
 
         builtin = {criterion.key for criterion in CRITERIA}
         declared: list[Criterion] = []
@@ -461,7 +461,7 @@ class Extensions:
 
     def extra_verdicts(self, scenario: Scenario, result: RunResult, thresholds: Thresholds) -> list[Verdict]:
         """Judge the extra criteria of a finished run; a judge that raises is a failed verdict."""
-        from .criteria import Criterion, Verdict
+        from pytest_quaero.core.criteria import Criterion, Verdict
 
         verdicts: list[Verdict] = []
         for returned in self.ihook.pytest_quaero_criteria(scenario=scenario, result=result):

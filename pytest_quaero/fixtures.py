@@ -13,15 +13,15 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from .settings import Settings
+from pytest_quaero.core.settings import Settings
 
 if TYPE_CHECKING:
     import sqlite3  # annotations only: importing the plugin must not load SQLite (bench_startup)
 
-    from .metrics import RunResult
-    from .pool import WorkerPool
-    from .queue import Queue
-    from .store import JobStore
+    from pytest_quaero.core.metrics import RunResult
+    from pytest_quaero.core.pool import WorkerPool
+    from pytest_quaero.core.queue import Queue
+    from pytest_quaero.core.store import JobStore
 
 __all__ = ["QuaeroDatabase", "quaero_db", "quaero_pool", "quaero_queue", "quaero_run", "quaero_settings", "quaero_store"]
 
@@ -36,7 +36,7 @@ class QuaeroDatabase:
 
     def connect(self) -> sqlite3.Connection:
         """A new connection with the settings' pragmas; the caller closes it."""
-        from . import db
+        from pytest_quaero.core import db
 
         return db.connect(self.path, self.settings)
 
@@ -54,7 +54,7 @@ class QuaeroDatabase:
 
 
 def _state(config: pytest.Config) -> Any:
-    from .plugin import state
+    from pytest_quaero.plugin import state
 
     return state(config)
 
@@ -68,7 +68,7 @@ def quaero_settings(pytestconfig: pytest.Config) -> Settings:
 @pytest.fixture
 def quaero_db(tmp_path: Path, quaero_settings: Settings) -> Iterator[QuaeroDatabase]:
     """A fresh database file with the queue and store schemas, pragmas set and verified."""
-    from .run import prepare_database
+    from pytest_quaero.core.run import prepare_database
 
     path = tmp_path / "quaero.db"
     prepare_database(path, quaero_settings)
@@ -80,7 +80,7 @@ def quaero_db(tmp_path: Path, quaero_settings: Settings) -> Iterator[QuaeroDatab
 @pytest.fixture
 def quaero_queue(quaero_db: QuaeroDatabase) -> Queue:
     """The goqite-compatible queue on the test database's shared connection."""
-    from .queue import Queue
+    from pytest_quaero.core.queue import Queue
 
     s = quaero_db.settings
     return Queue(quaero_db.conn, s.queue_name, visibility_timeout=s.visibility_timeout, max_receive=s.max_receive)
@@ -89,7 +89,7 @@ def quaero_queue(quaero_db: QuaeroDatabase) -> Queue:
 @pytest.fixture
 def quaero_store(quaero_db: QuaeroDatabase) -> JobStore:
     """The crawl-job store on the test database's shared connection."""
-    from .store import JobStore
+    from pytest_quaero.core.store import JobStore
 
     return JobStore(quaero_db.conn, begin_immediate=quaero_db.settings.begin_immediate)
 
@@ -97,7 +97,7 @@ def quaero_store(quaero_db: QuaeroDatabase) -> JobStore:
 @pytest.fixture
 def quaero_pool(quaero_db: QuaeroDatabase) -> Iterator[WorkerPool]:
     """A worker pool on the test database, not started; stopped at teardown if it was."""
-    from .pool import WorkerPool
+    from pytest_quaero.core.pool import WorkerPool
 
     pool = WorkerPool(str(quaero_db.path), quaero_db.settings)
     yield pool
@@ -111,7 +111,7 @@ def quaero_run(request: pytest.FixtureRequest) -> Callable[..., RunResult]:
     With no arguments it runs what the test's ``@pytest.mark.quaero_scenario`` says.
     The result carries ``verdicts`` and ``passed``; it never raises on a failed criterion.
     """
-    from .plugin import carry_result, scenario_from_marker
+    from pytest_quaero.plugin import carry_result, scenario_from_marker
 
     harness = _state(request.config).harness
 
@@ -125,7 +125,7 @@ def quaero_run(request: pytest.FixtureRequest) -> Callable[..., RunResult]:
         chosen, settings = scenario_from_marker(
             request.config, marker_args, marker_kwargs, where=f"quaero_run() in {request.node.nodeid}"
         )
-        from .extension import Extensions
+        from pytest_quaero.extension import Extensions
 
         # the requesting test's ihook: conftest hooks of its own folder apply
         result = harness.run(chosen, settings, extensions=Extensions.for_node(request.node))

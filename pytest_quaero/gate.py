@@ -17,14 +17,14 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from .settings import DEFAULT_BASELINE_STORE
+from pytest_quaero.core.settings import DEFAULT_BASELINE_STORE
 
 if TYPE_CHECKING:
-    from .baseline import CompareRule
-    from .harness import Harness
-    from .metrics import RunResult
-    from .scenarios import Scenario
-    from .settings import Settings
+    from pytest_quaero.core.baseline import CompareRule
+    from pytest_quaero.core.harness import Harness
+    from pytest_quaero.core.metrics import RunResult
+    from pytest_quaero.core.scenarios import Scenario
+    from pytest_quaero.core.settings import Settings
 
 __all__ = ["GATE_KEY", "BaselineWarning", "Gate", "add_options", "configure"]
 
@@ -55,8 +55,8 @@ class Gate:
     # --- items
 
     def extra_items(self, node: Any) -> list[pytest.Item]:
-        from .items import CriterionItem
-        from .regression_item import RegressionItem
+        from pytest_quaero.items import CriterionItem
+        from pytest_quaero.regression_item import RegressionItem
 
         items: list[pytest.Item] = []
         if self.faults:
@@ -70,7 +70,7 @@ class Gate:
     def _disturbances(self, scenario: Scenario) -> list[Any]:
         if not self.contention:
             return []
-        from .contention import ContentionLoad
+        from pytest_quaero.core.contention import ContentionLoad
 
         load = ContentionLoad.from_spec(self.contention)
         load.prepare()  # spawned now, so interpreter start-up is not part of the run's time
@@ -82,7 +82,7 @@ class Gate:
         ``extensions`` (the node's :class:`~pytest_quaero.extension.Extensions`) supply the
         user's own handler and queue/store; the fault injectors wrap those, never replace them.
         """
-        from .pool import open_endpoint
+        from pytest_quaero.core.pool import open_endpoint
 
         settings = harness.settings
         handler = extensions.handler(settings) if extensions is not None else None
@@ -91,7 +91,7 @@ class Gate:
         disturbances = self._disturbances(scenario)
         plan = None
         if self.faults:
-            from .faults import FaultPlan
+            from pytest_quaero.core.faults import FaultPlan
 
             plan = FaultPlan.from_spec(self.faults, total_jobs=scenario.total_jobs, children=scenario.children)
             options.update(handler=plan.handler(handler, settings),
@@ -109,7 +109,7 @@ class Gate:
         if plan is not None:
             result.verdicts.append(result.extra["faults"]["verdict"])
         if self.compare_fixes:
-            from .fixes import compare_fixes
+            from pytest_quaero.core.fixes import compare_fixes
 
             def variant_options() -> dict[str, Any]:
                 # the same handler, queue/store and contention as the judged run; no faults
@@ -130,8 +130,8 @@ class Gate:
 
     def _baseline(self, result: RunResult) -> dict[str, Any]:
         """Compare with the stored baseline and/or save this run; the ``regression`` verdict."""
-        from .baseline import BaselineError, BaselineStore, compare, scenario_key
-        from .criteria import Verdict
+        from pytest_quaero.core.baseline import BaselineError, BaselineStore, compare, scenario_key
+        from pytest_quaero.core.criteria import Verdict
 
         key = scenario_key(result)
         info: dict[str, Any] = {"key": key, "fingerprint": self.machine, "rules": [r.text for r in self.rules],
@@ -276,7 +276,7 @@ def configure(config: pytest.Config, settings: Settings) -> tuple[Gate | None, S
     gate = Gate(Path(str(config.rootpath)), require_baseline=require, compare_fixes=compare_fixes)
     try:
         if rules_text or require:
-            from .baseline import parse_rules
+            from pytest_quaero.core.baseline import parse_rules
 
             gate.rules = parse_rules(rules_text)
             if not compare_path:
@@ -286,21 +286,21 @@ def configure(config: pytest.Config, settings: Settings) -> tuple[Gate | None, S
         if compare_path:
             gate.compare_path = _path(config, compare_path)
         if gate.wants_baseline:
-            from .baseline import fingerprint
+            from pytest_quaero.core.baseline import fingerprint
 
             gate.machine = fingerprint()
         if disable_text is not None:
-            from .fixes import disable, parse_fixes
+            from pytest_quaero.core.fixes import disable, parse_fixes
 
             gate.disabled = parse_fixes(disable_text)
             settings = disable(settings, gate.disabled)
         if contention is not None:
-            from .contention import parse_contention
+            from pytest_quaero.core.contention import parse_contention
 
             parse_contention(contention)
             gate.contention = contention
         if faults is not None:
-            from .faults import check_faults, parse_faults
+            from pytest_quaero.core.faults import check_faults, parse_faults
 
             for message in check_faults(parse_faults(faults), settings):
                 config.issue_config_time_warning(pytest.PytestConfigWarning(message), stacklevel=2)
@@ -323,7 +323,7 @@ class GateSummary:
 
     @pytest.hookimpl(trylast=True)
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
-        from .plugin import STATE_KEY
+        from pytest_quaero.plugin import STATE_KEY
 
         current = self.config.stash.get(STATE_KEY, None)
         if current is None:
@@ -339,8 +339,8 @@ class GateSummary:
 
 def summary_lines(result: RunResult) -> list[str]:
     """Terminal lines for one result's gate measurements."""
-    from .baseline import format_table
-    from .fixes import comparison_lines
+    from pytest_quaero.core.baseline import format_table
+    from pytest_quaero.core.fixes import comparison_lines
 
     name = f"quaero[{result.scenario}]"
     lines: list[str] = []

@@ -11,15 +11,15 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from .criteria import CRITERIA, Verdict
-from .gate import gate_of
-from .metrics import RunResult
-from .scenarios import Scenario
+from pytest_quaero.core.criteria import CRITERIA, Verdict
+from pytest_quaero.gate import gate_of
+from pytest_quaero.core.metrics import RunResult
+from pytest_quaero.core.scenarios import Scenario
 
 if TYPE_CHECKING:
     # annotations only: xdist_support imports this module at every start-up, and the harness
     # pulls in run, pool, multiprocessing and sqlite3 (benchmarks/bench_startup.py)
-    from .harness import Harness
+    from pytest_quaero.core.harness import Harness
 
 __all__ = ["CriterionFailed", "CriterionItem", "ScenarioNode", "collect_nodes", "make_scenario_nodes"]
 
@@ -50,7 +50,7 @@ class ScenarioNode(pytest.Collector):
         return node
 
     def collect(self) -> list[pytest.Item]:
-        from .extension import Extensions
+        from pytest_quaero.extension import Extensions
 
         # the built-in criteria, then the ones pytest_quaero_criteria declares: an item each
         extra = Extensions.for_node(self).criteria(self.scenario)
@@ -59,9 +59,9 @@ class ScenarioNode(pytest.Collector):
         return items + gate.extra_items(self) if gate is not None else items
 
     def setup(self) -> None:
-        from .db import DatabaseError
-        from .extension import Extensions
-        from .run import RunError
+        from pytest_quaero.core.db import DatabaseError
+        from pytest_quaero.extension import Extensions
+        from pytest_quaero.core.run import RunError
 
         self.carried = False
         gate = gate_of(self.config)
@@ -99,7 +99,7 @@ class CriterionItem(pytest.Item):
     def runtest(self) -> None:
         verdict = self.parent.verdict(self.name)
         if not self.parent.carried and self.parent.result is not None:
-            from .plugin import carry_result
+            from pytest_quaero.plugin import carry_result
 
             # The first criterion to run carries the whole result to the summary and reports.
             carry_result(self, self.parent.result)

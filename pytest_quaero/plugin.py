@@ -15,13 +15,13 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from .fixtures import quaero_db, quaero_pool, quaero_queue, quaero_run, quaero_settings, quaero_store  # noqa: F401
-from .settings import FIELDS, Settings, SettingsError, resolve
+from pytest_quaero.fixtures import quaero_db, quaero_pool, quaero_queue, quaero_run, quaero_settings, quaero_store  # noqa: F401
+from pytest_quaero.core.settings import FIELDS, Settings, SettingsError, resolve
 
 if TYPE_CHECKING:
-    from .harness import Harness
-    from .metrics import RunResult
-    from .scenarios import Scenario
+    from pytest_quaero.core.harness import Harness
+    from pytest_quaero.core.metrics import RunResult
+    from pytest_quaero.core.scenarios import Scenario
 
 MARKER = (
     "quaero_scenario(name=None, *, parents=None, children=None, time_limit=None, **settings): "
@@ -45,7 +45,7 @@ class QuaeroState:
     @property
     def harness(self) -> Harness:
         if self._harness is None:
-            from .harness import Harness
+            from pytest_quaero.core.harness import Harness
 
             factory = getattr(self.config, "_tmp_path_factory", None)
             self._harness = Harness(
@@ -111,9 +111,9 @@ def pytest_configure(config: pytest.Config) -> None:
         scenarios: list[Scenario] = []
         chosen = config.getoption("quaero_scenario")
         if chosen is not None or settings.thresholds:
-            from .criteria import check_threshold_scopes, thresholds_for
-            from .extension import known_scenarios
-            from .scenarios import parse_scenarios
+            from pytest_quaero.core.criteria import check_threshold_scopes, thresholds_for
+            from pytest_quaero.extension import known_scenarios
+            from pytest_quaero.core.scenarios import parse_scenarios
 
             known = known_scenarios(config)  # built-in + pytest_quaero_scenarios
             if chosen is not None:
@@ -150,8 +150,8 @@ def scenario_from_marker(
     config: pytest.Config, args: tuple[Any, ...], kwargs: dict[str, Any], *, where: str
 ) -> tuple[Scenario, Settings]:
     """The scenario and settings a ``quaero_scenario`` marker (or quaero_run call) asks for."""
-    from .extension import known_scenarios
-    from .scenarios import Scenario
+    from pytest_quaero.extension import known_scenarios
+    from pytest_quaero.core.scenarios import Scenario
 
     kwargs = dict(kwargs)
     if len(args) > 1:
@@ -178,7 +178,7 @@ def scenario_from_marker(
         if time_limit is not None:
             from dataclasses import replace
 
-            from .settings import parse_duration
+            from pytest_quaero.core.settings import parse_duration
 
             seconds = float(time_limit) if isinstance(time_limit, (int, float)) else parse_duration(str(time_limit))
             scenario = replace(scenario, time_limit=seconds)
@@ -205,7 +205,7 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
                                  where=f"@pytest.mark.quaero_scenario on {item.nodeid}")
     current = state(config)
     if current.scenarios:
-        from .items import make_scenario_nodes
+        from pytest_quaero.items import make_scenario_nodes
 
         # --quaero-shared-db swaps in shard and judge nodes (xdist_support)
         make_nodes = config.stash.get(SCENARIO_NODES_KEY, make_scenario_nodes)
@@ -241,7 +241,7 @@ class ResultCollector:
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         carried = getattr(report, "quaero_results", None)
         if carried:
-            from .metrics import RunResult
+            from pytest_quaero.core.metrics import RunResult
 
             self.state.results.extend(RunResult.from_dict(data) for data in carried)
 
@@ -253,7 +253,7 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
     current = config.stash.get(STATE_KEY, None)
     if current is None or not current.results:
         return
-    from .summary import write_summary
+    from pytest_quaero.report.terminal import write_summary
 
     write_summary(terminalreporter, current.results)
 
@@ -262,13 +262,13 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
 
 
 def _add_report_options(group: Any) -> None:
-    from .reporting import add_options
+    from pytest_quaero.report.outputs import add_options
 
     add_options(group)
 
 
 def _configure_reports(config: pytest.Config, current: QuaeroState) -> None:
-    from .reporting import configure
+    from pytest_quaero.report.outputs import configure
 
     configure(config, current)
 
@@ -277,13 +277,13 @@ def _configure_reports(config: pytest.Config, current: QuaeroState) -> None:
 
 
 def _add_gate_options(group: Any) -> None:
-    from .gate import add_options
+    from pytest_quaero.gate import add_options
 
     add_options(group)
 
 
 def _configure_gate(config: pytest.Config, current: QuaeroState) -> None:
-    from .gate import configure
+    from pytest_quaero.gate import configure
 
     # --quaero-disable turns fixes off in the session's settings (items and quaero_run alike).
     _, current.settings = configure(config, current.settings)
@@ -298,7 +298,7 @@ SCENARIO_NODES_KEY = pytest.StashKey[Any]()
 
 def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
     # The pytest_quaero_* hookspecs and their trylast defaults (pytest_quaero.defaults).
-    from .extension import register
+    from pytest_quaero.extension import register
 
     register(pluginmanager)
 
@@ -319,14 +319,14 @@ def _add_extension_options(group: Any, parser: pytest.Parser) -> None:
 def _configure_extensions(config: pytest.Config, current: QuaeroState) -> None:
     audit_path = config.getoption("quaero_audit")
     if audit_path:
-        from .audit import AuditPlugin
+        from pytest_quaero.audit import AuditPlugin
 
         config.pluginmanager.register(AuditPlugin.from_config(config, audit_path, current.settings), "quaero-audit")
     # Registered only when pytest-xdist is there (and not disabled with -p no:xdist) and this
     # session distributes: importing xdist's scheduler costs ~140 ms of every plain start-up.
     distributing = config.getoption("dist", "no") != "no" or hasattr(config, "workerinput")
     if config.pluginmanager.hasplugin("xdist") and (distributing or config.getoption("quaero_shared_db")):
-        from .xdist_support import configure as configure_xdist
+        from pytest_quaero.xdist.support import configure as configure_xdist
 
         configure_xdist(config, current, SCENARIO_NODES_KEY)
     elif config.getoption("quaero_shared_db"):

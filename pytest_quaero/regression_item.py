@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 
-from .gate import BaselineWarning
-from .items import CriterionFailed, CriterionItem
+from pytest_quaero.gate import BaselineWarning
+from pytest_quaero.items import CriterionFailed, CriterionItem
 
 __all__ = ["RegressionItem"]
 
@@ -32,7 +32,7 @@ class RegressionItem(CriterionItem):
         super().runtest()
 
     def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> Any:
-        from .baseline import format_table
+        from pytest_quaero.core.baseline import format_table
 
         if not isinstance(excinfo.value, CriterionFailed):
             return super().repr_failure(excinfo, style=style)

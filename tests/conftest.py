@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from pytest_quaero import db
-from pytest_quaero.run import prepare_database
-from pytest_quaero.settings import Settings
+from pytest_quaero.core import db
+from pytest_quaero.core.run import prepare_database
+from pytest_quaero.core.settings import Settings
 
 pytest_plugins = ["pytester"]
 

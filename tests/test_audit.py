@@ -19,9 +19,9 @@ from pathlib import Path
 import pytest
 
 from pytest_quaero.audit import AUDIT_CRITERIA, AuditError, audit, check_auditable, inspect_file
-from pytest_quaero.queue import SCHEMA as QUEUE_SCHEMA
-from pytest_quaero.settings import Settings
-from pytest_quaero.store import SCHEMA as STORE_SCHEMA
+from pytest_quaero.core.queue import SCHEMA as QUEUE_SCHEMA
+from pytest_quaero.core.settings import Settings
+from pytest_quaero.core.store import SCHEMA as STORE_SCHEMA
 
 BASE = ("-p", "no:randomly", "-p", "no:cacheprovider", "-p", "no:hypothesispytest", "-p", "no:benchmark")
 KEYS = [key for key, _ in AUDIT_CRITERIA]

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from pytest_quaero.baseline import (
+from pytest_quaero.core.baseline import (
     BaselineError,
     BaselineStore,
     compare,
@@ -18,8 +18,8 @@ from pytest_quaero.baseline import (
     parse_rules,
     scenario_key,
 )
-from pytest_quaero.metrics import RunResult
-from pytest_quaero.results_json import build_document, machine_info, write_atomic
+from pytest_quaero.core.metrics import RunResult
+from pytest_quaero.core.results_json import build_document, machine_info, write_atomic
 
 
 def make_result(scenario: str = "light", *, jobs: int = 100, seconds: float = 1.0, p95: float = 0.01,

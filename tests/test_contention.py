@@ -9,11 +9,11 @@ from typing import Any
 
 import pytest
 
-from pytest_quaero.contention import ContentionError, ContentionLoad, parse_contention
-from pytest_quaero.criteria import Thresholds, evaluate
-from pytest_quaero.run import run_scenario
-from pytest_quaero.scenarios import Scenario
-from pytest_quaero.settings import Settings
+from pytest_quaero.core.contention import ContentionError, ContentionLoad, parse_contention
+from pytest_quaero.core.criteria import Thresholds, evaluate
+from pytest_quaero.core.run import run_scenario
+from pytest_quaero.core.scenarios import Scenario
+from pytest_quaero.core.settings import Settings
 
 FAST = Settings().replace(job_time="1ms", stagger="0ms", poll_interval="10ms", workers=2)
 

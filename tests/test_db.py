@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from pytest_quaero import db
-from pytest_quaero.settings import Settings
+from pytest_quaero.core import db
+from pytest_quaero.core.settings import Settings
 
 
 def _settings(**changes: object) -> Settings:

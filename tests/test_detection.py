@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytest
 from gallery.cases import CASES, Case, failed_criteria, run_case
 
-from pytest_quaero.criteria import CRITERIA
+from pytest_quaero.core.criteria import CRITERIA
 
 BROKEN_RUNS = 3
 CORRECT_RUNS = 10

@@ -9,13 +9,13 @@ import pytest
 from gallery.pools import endpoint_with
 from gallery.queues import DeleteOnReceiveQueue
 
-from pytest_quaero.criteria import Thresholds, evaluate
-from pytest_quaero.faults import FaultError, FaultPlan, check_faults, parse_faults
-from pytest_quaero.metrics import RunResult
-from pytest_quaero.pool import open_endpoint
-from pytest_quaero.run import run_scenario
-from pytest_quaero.scenarios import Scenario
-from pytest_quaero.settings import Settings
+from pytest_quaero.core.criteria import Thresholds, evaluate
+from pytest_quaero.core.faults import FaultError, FaultPlan, check_faults, parse_faults
+from pytest_quaero.core.metrics import RunResult
+from pytest_quaero.core.pool import open_endpoint
+from pytest_quaero.core.run import run_scenario
+from pytest_quaero.core.scenarios import Scenario
+from pytest_quaero.core.settings import Settings
 
 SCENARIO = Scenario("tiny", 3, 20, 30.0)
 FAST = Settings().replace(job_time="2ms", stagger="20ms", poll_interval="10ms", visibility_timeout="500ms", workers=2)

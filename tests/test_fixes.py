@@ -7,12 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from pytest_quaero.contention import ContentionLoad
-from pytest_quaero.criteria import Thresholds, evaluate
-from pytest_quaero.fixes import FIXES, FixError, compare_fixes, comparison_lines, disable, figures, parse_fixes
-from pytest_quaero.run import run_scenario
-from pytest_quaero.scenarios import Scenario
-from pytest_quaero.settings import Settings
+from pytest_quaero.core.contention import ContentionLoad
+from pytest_quaero.core.criteria import Thresholds, evaluate
+from pytest_quaero.core.fixes import FIXES, FixError, compare_fixes, comparison_lines, disable, figures, parse_fixes
+from pytest_quaero.core.run import run_scenario
+from pytest_quaero.core.scenarios import Scenario
+from pytest_quaero.core.settings import Settings
 
 TINY = Scenario("tiny", 3, 10, 30.0)
 FAST = Settings().replace(job_time="1ms", stagger="0ms", poll_interval="10ms", visibility_timeout="300ms",

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 # Imported before pytester's first in-process run, so the runs reuse them (see test_plugin.py).
-from pytest_quaero import baseline, contention, faults, fixes, gate, items, plugin  # noqa: F401
+from pytest_quaero.core import baseline, contention, faults, fixes
+from pytest_quaero import gate, items, plugin  # noqa: F401
 
 FAST = ("--quaero-job-time=1ms", "--quaero-stagger=50ms", "--quaero-poll-interval=20ms")
 RELAXED = ("--quaero-threshold=stagger_tolerance=400ms", "--quaero-threshold=min_throughput=1")
@@ -164,7 +165,7 @@ def test_compare_fixes_prints_before_and_after(pytester: pytest.Pytester) -> Non
 def test_xdist_workers_saving_at_once_lose_nothing(pytester: pytest.Pytester) -> None:
     pytest.importorskip("xdist")
     pytester.makeconftest(
-        "from pytest_quaero.scenarios import Scenario\n\n"
+        "from pytest_quaero.core.scenarios import Scenario\n\n"
         "def pytest_quaero_scenarios():\n"
         "    return [Scenario(f'tiny{n}', 2, 5, 60.0) for n in range(4)]\n"
     )

@@ -14,11 +14,12 @@ from pathlib import Path
 
 import pytest
 
-from pytest_quaero import criteria, extension, harness, items, plugin, pool, protocols, run  # noqa: F401
-from pytest_quaero.criteria import CRITERIA
+from pytest_quaero.core import criteria, harness, pool, protocols, run
+from pytest_quaero import extension, items, plugin  # noqa: F401
+from pytest_quaero.core.criteria import CRITERIA
 from pytest_quaero.extension import PluginRef, WorkerHooks, _load, _ref_for
-from pytest_quaero.protocols import ProtocolError, check_queue, check_store
-from pytest_quaero.queue import Message, QueueCounts
+from pytest_quaero.core.protocols import ProtocolError, check_queue, check_store
+from pytest_quaero.core.queue import Message, QueueCounts
 
 FAST = ("--quaero-job-time=1ms", "--quaero-stagger=100ms", "--quaero-poll-interval=50ms")
 RELAXED = ("--quaero-threshold=stagger_tolerance=400ms", "--quaero-threshold=min_throughput=1")
@@ -27,7 +28,7 @@ KEYS = [criterion.key for criterion in CRITERIA]
 
 #: a small scenario of the user's own, so most runs below take well under a second
 TINY = """
-from pytest_quaero.scenarios import Scenario
+from pytest_quaero.core.scenarios import Scenario
 
 def pytest_quaero_scenarios():
     return [Scenario("tiny", parents=2, children=5, time_limit=60.0)]
@@ -82,14 +83,14 @@ def test_a_marker_may_name_an_added_scenario(pytester: pytest.Pytester) -> None:
     [
         ('return [Scenario("light", 1, 1)]', ("scenario 'light' is already defined by the built-in scenarios",)),
         ('return [Scenario("Big Run", 1, 1)]', ("scenario name 'Big Run' is not allowed",)),
-        ('return ["tiny"]', ("returned 'tiny'", "pytest_quaero.scenarios.Scenario")),
+        ('return ["tiny"]', ("returned 'tiny'", "pytest_quaero.core.scenarios.Scenario")),
         ('return {"tiny": 1}', ("returned dict", "return a list")),
     ],
 )
 def test_a_bad_scenario_hook_is_a_usage_error_naming_it(pytester: pytest.Pytester, body: str,
                                                        fragments: tuple[str, ...]) -> None:
     pytester.makeconftest(f"""
-from pytest_quaero.scenarios import Scenario
+from pytest_quaero.core.scenarios import Scenario
 
 def pytest_quaero_scenarios():
     {body}
@@ -150,8 +151,8 @@ def pytest_quaero_handle_job(job, context):
 #: a queue that is not goqite at all: its own table, claimed with one UPDATE ... RETURNING
 OWN_QUEUE = TINY + '''
 import sqlite3, time
-from pytest_quaero import db
-from pytest_quaero.queue import Message, QueueCounts
+from pytest_quaero.core import db
+from pytest_quaero.core.queue import Message, QueueCounts
 
 class OwnQueue:
     def __init__(self, settings, db_path):
@@ -225,8 +226,8 @@ def test_a_store_of_ones_own_on_its_own_connection(pytester: pytest.Pytester) ->
     # A JobStore on a connection the queue does not share: child row and message are
     # then two transactions, and the run must still come out whole.
     pytester.makeconftest(TINY + """
-from pytest_quaero import db
-from pytest_quaero.store import JobStore
+from pytest_quaero.core import db
+from pytest_quaero.core.store import JobStore
 
 MADE = []
 
@@ -272,7 +273,7 @@ def pytest_quaero_make_queue(settings, db_path):
 # ---------------------------------------------------------------- pytest_quaero_criteria / _result
 
 CRITERIA_CONFTEST = TINY + """
-from pytest_quaero.criteria import Criterion, Verdict
+from pytest_quaero.core.criteria import Criterion, Verdict
 
 def _p95(result, thresholds):
     return Verdict("p95_processing", "p95 Processing Time", f"{result.p95 * 1000:.1f}ms", "< 10s", result.p95 < 10)
@@ -312,7 +313,7 @@ def test_criteria_from_the_hook_are_items_and_can_fail(pytester: pytest.Pytester
 
 def test_a_criterion_key_clash_is_a_usage_error(pytester: pytest.Pytester) -> None:
     pytester.makeconftest(TINY + """
-from pytest_quaero.criteria import Criterion
+from pytest_quaero.core.criteria import Criterion
 
 def pytest_quaero_criteria(scenario, result):
     return [Criterion("throughput", "Mine", lambda r, t: None)]
@@ -405,7 +406,7 @@ def test_check_queue_accepts_the_contract_and_names_each_gap() -> None:
 
 
 def test_check_store_names_a_method_that_cannot_take_the_harness_arguments() -> None:
-    from pytest_quaero.store import JobStore
+    from pytest_quaero.core.store import JobStore
 
     check_store(JobStore(sqlite3.connect(":memory:")))
 

@@ -10,8 +10,9 @@ import pytest
 
 # Imported here, before pytester's first in-process run, so the runs below reuse these
 # modules instead of importing (and assertion-rewriting) the plugin afresh each time.
-from pytest_quaero import criteria, db, fixtures, harness, items, metrics, plugin, pool, queue, run, store  # noqa: F401
-from pytest_quaero.criteria import CRITERIA
+from pytest_quaero.core import criteria, db, harness, metrics, pool, queue, run, store
+from pytest_quaero import fixtures, items, plugin  # noqa: F401
+from pytest_quaero.core.criteria import CRITERIA
 
 #: keeps every run on a built-in scenario short: no simulated work to speak of, short stagger and polling
 FAST = ("--quaero-job-time=1ms", "--quaero-stagger=100ms", "--quaero-poll-interval=50ms")

@@ -10,11 +10,11 @@ from typing import Any
 
 import pytest
 
-from pytest_quaero import db
-from pytest_quaero.pool import Job, JobContext, SimulatedWork, WorkerPool, decode_job, encode_job, open_endpoint
-from pytest_quaero.queue import Message, Queue
-from pytest_quaero.settings import Settings
-from pytest_quaero.store import JobStore
+from pytest_quaero.core import db
+from pytest_quaero.core.pool import Job, JobContext, SimulatedWork, WorkerPool, decode_job, encode_job, open_endpoint
+from pytest_quaero.core.queue import Message, Queue
+from pytest_quaero.core.settings import Settings
+from pytest_quaero.core.store import JobStore
 
 FAST = dict(workers=2, stagger="100ms", job_time="1ms", poll_interval="50ms", visibility_timeout="300ms")
 

@@ -10,9 +10,9 @@ from typing import Any
 import pytest
 from reportkit import FAST
 
-from pytest_quaero.metrics import RunResult
-from pytest_quaero.progress import PLAIN_INTERVAL, ProgressDisplay, choose_mode, format_progress
-from pytest_quaero.run import Progress
+from pytest_quaero.core.metrics import RunResult
+from pytest_quaero.report.progress import PLAIN_INTERVAL, ProgressDisplay, choose_mode, format_progress
+from pytest_quaero.core.run import Progress
 
 # the shared report runs (fixtures report_runs, report_store)
 pytest_plugins = ["reportkit"]
@@ -65,7 +65,7 @@ def _progress(done: int, elapsed: float) -> Progress:
 
 
 def _result(report_runs) -> RunResult:
-    from pytest_quaero.results_json import results_from
+    from pytest_quaero.core.results_json import results_from
 
     return results_from(report_runs.get("pass").json())[0]
 

@@ -13,9 +13,9 @@ from typing import Any
 
 import pytest
 
-from pytest_quaero import db
-from pytest_quaero.queue import Queue, create_schema
-from pytest_quaero.settings import Settings
+from pytest_quaero.core import db
+from pytest_quaero.core.queue import Queue, create_schema
+from pytest_quaero.core.settings import Settings
 
 ID = re.compile(r"^m_[0-9a-f]{32}$")
 STAMP = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")

@@ -9,7 +9,7 @@ from html import unescape
 
 import pytest
 
-from pytest_quaero.report_html import CHARTS_HINT
+from pytest_quaero.report.html import CHARTS_HINT
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

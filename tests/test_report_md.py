@@ -16,10 +16,10 @@ from reportkit import (
     table_rows,
 )
 
-from pytest_quaero.metrics import RunResult
-from pytest_quaero.report_md import LINEAR_MIN_FACTOR, ReportContext, render, step_summary
-from pytest_quaero.results_json import results_from
-from pytest_quaero.settings import Settings
+from pytest_quaero.core.metrics import RunResult
+from pytest_quaero.report.markdown import LINEAR_MIN_FACTOR, ReportContext, render, step_summary
+from pytest_quaero.core.results_json import results_from
+from pytest_quaero.core.settings import Settings
 
 TEMPLATE_ROWS = ["Total Jobs Created", "Execution Time", "SQLITE_BUSY Errors", "Queue Deletion Success Rate",
                  "Hierarchy Integrity", "Job Completion Rate", "Worker Staggering", "Throughput"]
@@ -243,7 +243,7 @@ def test_scaling_rule_is_stated_and_applied(report_runs) -> None:
 def test_before_fixes_figures_are_used_when_the_comparison_ran(report_runs) -> None:
     light = _real(report_runs)
     assert "Before Fixes: not measured: needs the before-fixes run of --quaero-compare-fixes" in _render([light])
-    # the shape pytest_quaero.fixes writes into result.extra["fix_comparison"]
+    # the shape pytest_quaero.core.fixes writes into result.extra["fix_comparison"]
     comparison = {"before": {"busy_errors": 40}, "ablation": [
         {"fix": "busy_timeout", "title": "busy_timeout", "busy_errors": 9, "retries": 9, "throughput": 200.0,
          "delta_busy_errors": 9},
@@ -310,7 +310,7 @@ def test_xdist_run_reports_the_same_content(report_runs) -> None:
 
 
 def test_log_excerpts_pick_a_successful_retry_from_interleaved_lines(tmp_path) -> None:
-    from pytest_quaero.log import log_excerpts
+    from pytest_quaero.core.log import log_excerpts
 
     log = tmp_path / "quaero.log"
     log.write_text("\n".join([

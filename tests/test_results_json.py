@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from pytest_quaero.metrics import RunResult
-from pytest_quaero.results_json import (
+from pytest_quaero.core.metrics import RunResult
+from pytest_quaero.core.results_json import (
     DOCUMENT_SCHEMA_VERSION,
     build_document,
     commit_info,
@@ -24,7 +24,7 @@ from pytest_quaero.results_json import (
     results_from,
     write_atomic,
 )
-from pytest_quaero.settings import FIELDS
+from pytest_quaero.core.settings import FIELDS
 
 README = Path(__file__).parents[1] / "README.md"
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from pytest_quaero.retry import OpStats, Retrier, classify, merge_stats, transaction
+from pytest_quaero.core.retry import OpStats, Retrier, classify, merge_stats, transaction
 
 
 def _open(path: Path, busy_timeout_ms: int = 0, **kwargs: object) -> sqlite3.Connection:

@@ -9,12 +9,12 @@ from typing import Any
 
 import pytest
 
-from pytest_quaero.criteria import evaluate, thresholds_for
-from pytest_quaero.metrics import RunResult
-from pytest_quaero.pool import Job, JobContext
-from pytest_quaero.run import PHASES, RunError, run_scenario
-from pytest_quaero.scenarios import Scenario
-from pytest_quaero.settings import Settings
+from pytest_quaero.core.criteria import evaluate, thresholds_for
+from pytest_quaero.core.metrics import RunResult
+from pytest_quaero.core.pool import Job, JobContext
+from pytest_quaero.core.run import PHASES, RunError, run_scenario
+from pytest_quaero.core.scenarios import Scenario
+from pytest_quaero.core.settings import Settings
 
 TINY = Scenario("tiny", 2, 5, 60.0)
 STAGGER = 0.1
@@ -256,7 +256,7 @@ class _CountBeforeProducersFinish:
     def __call__(self, db_path: str, settings: Settings) -> Any:
         import threading
 
-        from pytest_quaero.pool import open_endpoint
+        from pytest_quaero.core.pool import open_endpoint
 
         endpoint = open_endpoint(db_path, settings)
         gate = self

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from pytest_quaero.settings import (
+from pytest_quaero.core.settings import (
     FIELDS,
     Settings,
     SettingsError,

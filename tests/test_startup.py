@@ -15,14 +15,14 @@ from pathlib import Path
 
 #: the machinery of a run: imported by the fixtures and the scenario items when they run
 HEAVY_QUAERO = (
-    "pytest_quaero.pool",
-    "pytest_quaero.run",
-    "pytest_quaero.queue",
-    "pytest_quaero.store",
-    "pytest_quaero.db",
-    "pytest_quaero.harness",
+    "pytest_quaero.core.pool",
+    "pytest_quaero.core.run",
+    "pytest_quaero.core.queue",
+    "pytest_quaero.core.store",
+    "pytest_quaero.core.db",
+    "pytest_quaero.core.harness",
     "pytest_quaero.items",
-    "pytest_quaero.integrity",
+    "pytest_quaero.core.integrity",
 )
 #: standard-library modules pytest itself does not import, but a run needs
 HEAVY_STDLIB = ("sqlite3", "multiprocessing")
@@ -53,7 +53,7 @@ def test_importing_the_plugin_module_imports_nothing_heavy(tmp_path: Path) -> No
     assert [m for m in loaded if m in HEAVY_QUAERO or m in HEAVY_STDLIB] == [], loaded
     # plugin, its fixtures and settings (the option table): nothing of the run machinery
     assert set(loaded) <= {"pytest_quaero", "pytest_quaero.plugin", "pytest_quaero.fixtures",
-                           "pytest_quaero.settings"}, loaded
+                           "pytest_quaero.core", "pytest_quaero.core.settings"}, loaded
 
 
 def test_p_no_quaero_disables_the_plugin_entirely(tmp_path: Path) -> None:
@@ -68,12 +68,12 @@ def test_p_no_quaero_disables_the_plugin_entirely(tmp_path: Path) -> None:
 #: extension protocols, items for xdist's scheduler, sqlite3 for version strings), but never the
 #: machinery that runs a scenario.
 RUN_MACHINERY = (
-    "pytest_quaero.pool",
-    "pytest_quaero.run",
-    "pytest_quaero.store",
-    "pytest_quaero.db",
-    "pytest_quaero.harness",
-    "pytest_quaero.integrity",
+    "pytest_quaero.core.pool",
+    "pytest_quaero.core.run",
+    "pytest_quaero.core.store",
+    "pytest_quaero.core.db",
+    "pytest_quaero.core.harness",
+    "pytest_quaero.core.integrity",
     "multiprocessing",
 )
 

@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from pytest_quaero import db
-from pytest_quaero.queue import Queue
-from pytest_quaero.retry import Retrier
-from pytest_quaero.settings import Settings
-from pytest_quaero.store import JobStore, create_schema
+from pytest_quaero.core import db
+from pytest_quaero.core.queue import Queue
+from pytest_quaero.core.retry import Retrier
+from pytest_quaero.core.settings import Settings
+from pytest_quaero.core.store import JobStore, create_schema
 
 
 @pytest.fixture

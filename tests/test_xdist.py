@@ -15,14 +15,14 @@ import pytest
 
 pytest.importorskip("xdist")
 
-from pytest_quaero.metrics import RunResult, WorkerRecord  # noqa: E402
-from pytest_quaero.xdist_support import QuaeroScheduling, merge_results, overlap_verdict  # noqa: E402
+from pytest_quaero.core.metrics import RunResult, WorkerRecord  # noqa: E402
+from pytest_quaero.xdist.support import QuaeroScheduling, merge_results, overlap_verdict  # noqa: E402
 
 FAST = ("--quaero-job-time=1ms", "--quaero-stagger=100ms", "--quaero-poll-interval=50ms")
 RELAXED = ("--quaero-threshold=stagger_tolerance=400ms", "--quaero-threshold=min_throughput=1")
 BASE = ("-p", "no:randomly", "-p", "no:cacheprovider", "-p", "no:hypothesispytest", "-p", "no:benchmark")
 SCENARIOS = """
-from pytest_quaero.scenarios import Scenario
+from pytest_quaero.core.scenarios import Scenario
 
 def pytest_quaero_scenarios():
     return [Scenario("tiny", parents=2, children=5, time_limit=60.0),

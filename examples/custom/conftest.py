@@ -14,9 +14,9 @@ import os
 import threading
 import time
 
-from pytest_quaero import db
-from pytest_quaero.criteria import Criterion, Verdict
-from pytest_quaero.scenarios import Scenario
+from pytest_quaero.core import db
+from pytest_quaero.core.criteria import Criterion, Verdict
+from pytest_quaero.core.scenarios import Scenario
 
 # ---------------------------------------------------------------- a job handler of our own
 

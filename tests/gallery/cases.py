@@ -15,14 +15,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pytest_quaero.contention import ContentionLoad
-from pytest_quaero.criteria import Thresholds, evaluate
-from pytest_quaero.metrics import RunResult
-from pytest_quaero.pool import WorkerPool, open_endpoint
-from pytest_quaero.queue import Queue
-from pytest_quaero.run import run_scenario
-from pytest_quaero.scenarios import Scenario
-from pytest_quaero.settings import Settings
+from pytest_quaero.core.contention import ContentionLoad
+from pytest_quaero.core.criteria import Thresholds, evaluate
+from pytest_quaero.core.metrics import RunResult
+from pytest_quaero.core.pool import WorkerPool, open_endpoint
+from pytest_quaero.core.queue import Queue
+from pytest_quaero.core.run import run_scenario
+from pytest_quaero.core.scenarios import Scenario
+from pytest_quaero.core.settings import Settings
 
 from .pools import (
     FirstAttemptCrash,

@@ -8,11 +8,11 @@ import threading
 import zlib
 from typing import Any
 
-from pytest_quaero import db
-from pytest_quaero.pool import Endpoint, Job, JobContext, WorkerPool, WorkerSpec, open_endpoint
-from pytest_quaero.queue import Queue
-from pytest_quaero.settings import Settings
-from pytest_quaero.store import JobStore
+from pytest_quaero.core import db
+from pytest_quaero.core.pool import Endpoint, Job, JobContext, WorkerPool, WorkerSpec, open_endpoint
+from pytest_quaero.core.queue import Queue
+from pytest_quaero.core.settings import Settings
+from pytest_quaero.core.store import JobStore
 
 # ------------------------------------------------------------------ pools
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from pytest_quaero.queue import NOW, Message, Queue
+from pytest_quaero.core.queue import NOW, Message, Queue
 
 
 class SelectThenUpdateQueue(Queue):

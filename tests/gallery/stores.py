@@ -5,8 +5,8 @@ from __future__ import annotations
 import sqlite3
 import time
 
-from pytest_quaero.db import conn_path
-from pytest_quaero.store import NOW, TERMINAL, JobStore
+from pytest_quaero.core.db import conn_path
+from pytest_quaero.core.store import NOW, TERMINAL, JobStore
 
 
 class ReadThenWriteStore(JobStore):

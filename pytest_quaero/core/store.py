@@ -6,7 +6,7 @@ parent's progress counters move in ONE statement per finished child, and the par
 becomes ``completed`` in that same statement when its pending count reaches 0.
 
 Like the queue, the store does not retry; callers wrap each method in
-:meth:`~pytest_quaero.retry.Retrier.call`.
+:meth:`~pytest_quaero.core.retry.Retrier.call`.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import sqlite3
 from collections.abc import Callable
 from typing import Any
 
-from .retry import transaction
+from pytest_quaero.core.retry import transaction
 
 __all__ = ["SCHEMA", "JobStore", "create_schema"]
 

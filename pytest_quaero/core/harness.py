@@ -15,12 +15,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .criteria import Thresholds, evaluate, thresholds_for
-from .metrics import RunResult
-from .pool import EndpointFactory, Handler, open_endpoint
-from .run import Progress, run_scenario
-from .scenarios import Scenario
-from .settings import Settings
+from pytest_quaero.core.criteria import Thresholds, evaluate, thresholds_for
+from pytest_quaero.core.metrics import RunResult
+from pytest_quaero.core.pool import EndpointFactory, Handler, open_endpoint
+from pytest_quaero.core.run import Progress, run_scenario
+from pytest_quaero.core.scenarios import Scenario
+from pytest_quaero.core.settings import Settings
 
 __all__ = ["Harness"]
 

@@ -1,6 +1,6 @@
 """Disturbances: what a run starts on purpose beside its pool (contention loads, faults).
 
-:func:`pytest_quaero.run.run_scenario` takes ``disturbances=[...]``. Each one is started
+:func:`pytest_quaero.core.run.run_scenario` takes ``disturbances=[...]``. Each one is started
 once the pool runs and before the producers create any job, stopped after the drain
 (after the pool stopped, so a final checkpoint sees the quiet database), and then
 records what it did into ``result.extra``. A disturbance never decides pass or fail;
@@ -14,9 +14,9 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
-    from .metrics import RunResult
-    from .scenarios import Scenario
-    from .settings import Settings
+    from pytest_quaero.core.metrics import RunResult
+    from pytest_quaero.core.scenarios import Scenario
+    from pytest_quaero.core.settings import Settings
 
 __all__ = ["Disturbance", "RunContext", "split_spec"]
 
@@ -32,7 +32,7 @@ class RunContext:
     run_id: str
     #: the run's clock origin (``time.monotonic()``); timeline offsets are seconds since it
     t0: float
-    #: the pool the run drains with (a :class:`~pytest_quaero.pool.WorkerPool` or a wrapper)
+    #: the pool the run drains with (a :class:`~pytest_quaero.core.pool.WorkerPool` or a wrapper)
     pool: Any
     #: ``mark(phase, at=None, label=None)`` adds a labelled entry to the run's timeline
     mark: Callable[..., None]

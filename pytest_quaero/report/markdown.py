@@ -6,13 +6,13 @@ measures it>``; every claim the template makes ("Linear scaling", "All retry
 operations successful", "APPROVED FOR PRODUCTION") appears only when this session's
 numbers say so. Nothing here measures anything: it reads :class:`RunResult` objects
 (the ones that travelled to this process on test reports) and a little context; the
-figures it prints are computed in :mod:`pytest_quaero.report_figures`, and this module
+figures it prints are computed in :mod:`pytest_quaero.report.figures`, and this module
 writes them section by section.
 
 Keys of ``RunResult.extra`` the report reads (written by other features, all optional, all
 read defensively so a missing or reshaped entry degrades to "not measured"):
 
-* ``fix_comparison`` (``--quaero-compare-fixes``, :mod:`pytest_quaero.fixes`):
+* ``fix_comparison`` (``--quaero-compare-fixes``, :mod:`pytest_quaero.core.fixes`):
   ``before.busy_errors`` (all fixes off) against the judged run, and ``ablation`` rows
   (``fix``, ``title``, ``busy_errors``, ``retries``, ``throughput``, ``delta_busy_errors``,
   or ``error``). ``compare_fixes`` with the same ``busy_errors`` is read as a fallback.
@@ -30,8 +30,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from .metrics import RunResult
-from .report_figures import (
+from pytest_quaero.core.metrics import RunResult
+from pytest_quaero.report.figures import (
     FAIL_ICON,
     LINEAR_MIN_FACTOR,  # noqa: F401 (re-exported: a public name of this module)
     MAX_QUEUE_ROWS,  # noqa: F401 (re-exported: a public name of this module)
@@ -69,8 +69,8 @@ from .report_figures import (
     _worker_name,
     not_measured,
 )
-from .scenarios import BUILTIN
-from .settings import Settings, format_duration, to_toml
+from pytest_quaero.core.scenarios import BUILTIN
+from pytest_quaero.core.settings import Settings, format_duration, to_toml
 
 __all__ = ["ReportContext", "criteria_rows", "render", "step_summary"]
 

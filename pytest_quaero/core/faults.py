@@ -62,12 +62,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .settings import Settings, parse_duration
+from pytest_quaero.core.settings import Settings, parse_duration
 
 if TYPE_CHECKING:
-    from .disturbance import RunContext
-    from .metrics import RunResult
-    from .pool import Endpoint, Job, JobContext, WorkerPool
+    from pytest_quaero.core.disturbance import RunContext
+    from pytest_quaero.core.metrics import RunResult
+    from pytest_quaero.core.pool import Endpoint, Job, JobContext, WorkerPool
 
 __all__ = [
     "FaultError",
@@ -113,7 +113,7 @@ class FaultSpec:
 
 def parse_faults(text: str, *, option: str = "--quaero-faults") -> list[FaultSpec]:
     """``'kill-worker:after=25%;restart-pool:at=2s'`` -> fault specs."""
-    from .disturbance import split_spec
+    from pytest_quaero.core.disturbance import split_spec
 
     faults: list[FaultSpec] = []
     for part, kind, given in split_spec(text, _KINDS, option=option, noun="fault", example=_EXAMPLE,
@@ -252,7 +252,7 @@ class _Supervised:
         kill.restarted_at = time.monotonic()
         store = self.current.store
         run_id, _, parent = kill.parent_id.rpartition("-parent-")
-        from . import integrity
+        from pytest_quaero.core import integrity
 
         # A restarted producer does not know where it died: it walks its parent from the start.
         kill.survived = sum(
@@ -337,7 +337,7 @@ class FaultEndpointFactory:
         kill = self._kill
         if kill is None or threading.current_thread().name != f"quaero-producer-{self.parent}" or kill.killed_at:
             return self.inner(db_path, settings)
-        from .pool import Endpoint
+        from pytest_quaero.core.pool import Endpoint
 
         supervised = _Supervised(self.inner, db_path, settings, kill, self.children)
         return Endpoint(queue=_CurrentQueue(supervised), store=_DyingStore(supervised),
@@ -462,7 +462,7 @@ class FaultPlan:
     def handler(self, inner: Callable[[Job, JobContext], None] | None, settings: Settings) -> Any:
         if not any(f.kind == "kill-worker" for f in self.faults):
             return inner
-        from .pool import SimulatedWork
+        from pytest_quaero.core.pool import SimulatedWork
 
         hold = next(f.params["hold"] for f in self.faults if f.kind == "kill-worker")
         return FaultHandler(inner or SimulatedWork(*settings.job_time, seed=settings.seed), self.control_dir, hold)
@@ -476,7 +476,7 @@ class FaultPlan:
 
     def pool_factory(self, make_pool: Callable[..., WorkerPool] | None = None) -> Callable[..., FaultPool]:
         if make_pool is None:
-            from .pool import WorkerPool
+            from pytest_quaero.core.pool import WorkerPool
 
             make_pool = WorkerPool
 
@@ -509,7 +509,7 @@ class FaultPlan:
 
     def _drive(self, faults: list[FaultSpec]) -> None:
         """Fire each fault when its trigger is reached; progress is read from the database."""
-        from . import db
+        from pytest_quaero.core import db
 
         run = self._run
         assert run is not None
@@ -617,7 +617,7 @@ class FaultPlan:
 
     def _verify_kills(self, run: RunContext) -> None:
         """Did each killed job come back (a later delivery) and complete?"""
-        from . import db
+        from pytest_quaero.core import db
 
         kills = [e for e in self.injected if e["fault"] == "kill-worker"]
         if not kills:
@@ -651,7 +651,7 @@ class FaultPlan:
 
 def recovery_verdict(result: RunResult, planned: int) -> dict[str, Any]:
     """The ``fault_recovery`` verdict: every fault fired, nothing lost, nothing twice, all drained."""
-    from .criteria import Verdict
+    from pytest_quaero.core.criteria import Verdict
 
     info = result.extra.get("faults", {})
     injected, missed = info.get("injected", []), info.get("missed", [])

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # imported where used: reading this module must stay cheap at start-up
-    from .metrics import RunResult
+    from pytest_quaero.core.metrics import RunResult
 
 __all__ = [
     "DOCUMENT_SCHEMA_VERSION",
@@ -287,6 +287,6 @@ def load_document(path: str | os.PathLike[str]) -> dict[str, Any]:
 
 
 def results_from(document: dict[str, Any]) -> list[RunResult]:
-    from .metrics import RunResult
+    from pytest_quaero.core.metrics import RunResult
 
     return [RunResult.from_dict(data) for data in document["results"]]

@@ -17,7 +17,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from .log import get_logger
+from pytest_quaero.core.log import get_logger
 
 __all__ = ["OpStats", "Retrier", "classify", "merge_stats", "transaction"]
 

@@ -1,6 +1,6 @@
 """The collectors of ``--quaero-shared-db``: a share of the load per worker, and the judge.
 
-Kept apart from :mod:`pytest_quaero.xdist_support` so that merely having pytest-xdist
+Kept apart from :mod:`pytest_quaero.xdist.support` so that merely having pytest-xdist
 installed imports none of the run machinery; see that module for the design.
 """
 
@@ -12,8 +12,8 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from .items import CriterionItem, ScenarioNode
-from .xdist_support import (
+from pytest_quaero.items import CriterionItem, ScenarioNode
+from pytest_quaero.xdist.support import (
     BARRIER_TIMEOUT,
     OVERLAP_KEY,
     SharedDb,
@@ -24,9 +24,9 @@ from .xdist_support import (
 )
 
 if TYPE_CHECKING:
-    from .harness import Harness
-    from .metrics import RunResult
-    from .scenarios import Scenario
+    from pytest_quaero.core.harness import Harness
+    from pytest_quaero.core.metrics import RunResult
+    from pytest_quaero.core.scenarios import Scenario
 
 __all__ = ["JudgeNode", "ShardItem", "ShardNode"]
 
@@ -52,7 +52,7 @@ class ShardNode(pytest.Collector):
         return [ShardItem.from_parent(self, name="run")]
 
     def setup(self) -> None:
-        from .extension import Extensions
+        from pytest_quaero.extension import Extensions
 
         folder = self.shared.directory(self.config, self.scenario.name)
         try:
@@ -116,9 +116,9 @@ class JudgeNode(ScenarioNode):
         return [*super().collect(), CriterionItem.from_parent(self, name=OVERLAP_KEY)]
 
     def setup(self) -> None:
-        from .criteria import evaluate
-        from .extension import Extensions
-        from .metrics import RunResult
+        from pytest_quaero.core.criteria import evaluate
+        from pytest_quaero.extension import Extensions
+        from pytest_quaero.core.metrics import RunResult
 
         self.carried = False
         folder = self.shared.directory(self.config, self.scenario.name)

@@ -3,7 +3,7 @@
 Pure functions over results, no I/O and no report state: totals across runs, the
 scaling rule, the queue-over-time steps, the ``--quaero-compare-fixes`` lookups, the
 integrity queries' results, grouping by scenario, and the small formatting helpers
-that turn numbers into the template's wording. :mod:`pytest_quaero.report_md` writes
+that turn numbers into the template's wording. :mod:`pytest_quaero.report.markdown` writes
 the sections from them; the underscore names are that module's, not the plugin's API.
 """
 
@@ -15,9 +15,9 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from .metrics import RunResult, WorkerRecord
-from .scenarios import BUILTIN
-from .settings import Settings, parse_duration
+from pytest_quaero.core.metrics import RunResult, WorkerRecord
+from pytest_quaero.core.scenarios import BUILTIN
+from pytest_quaero.core.settings import Settings, parse_duration
 
 __all__ = [
     "FAIL_ICON",

@@ -1,6 +1,6 @@
 """pytest-html integration: extra columns, a criteria table and charts per scenario, the environment.
 
-Registered by :func:`pytest_quaero.reporting.configure` only when pytest-html is active
+Registered by :func:`pytest_quaero.report.outputs.configure` only when pytest-html is active
 (its hooks would otherwise be unknown to pytest), and only in the process that writes
 the HTML (the xdist controller, or the only process). Everything it shows comes from
 the test reports: the criterion items' ``user_properties`` (scenario, measured,
@@ -24,8 +24,8 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 if TYPE_CHECKING:
-    from .metrics import RunResult
-    from .plugin import QuaeroState
+    from pytest_quaero.core.metrics import RunResult
+    from pytest_quaero.plugin import QuaeroState
 
 __all__ = ["CHARTS_HINT", "COLUMNS", "HtmlIntegration", "criteria_table_html", "render_charts"]
 
@@ -155,7 +155,7 @@ class HtmlIntegration:
             return
         import sqlite3
 
-        from .results_json import plugin_version
+        from pytest_quaero.core.results_json import plugin_version
 
         settings = self.state.settings
         metadata["Python"] = platform.python_version()
@@ -184,7 +184,7 @@ class HtmlIntegration:
             return
         from pytest_html import extras
 
-        from .metrics import RunResult
+        from pytest_quaero.core.metrics import RunResult
 
         added = list(getattr(report, "extras", None) or [])
         for data in carried:

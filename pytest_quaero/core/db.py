@@ -14,7 +14,7 @@ import sqlite3
 from dataclasses import dataclass
 from typing import Any
 
-from .settings import Settings
+from pytest_quaero.core.settings import Settings
 
 __all__ = ["DatabaseError", "Pragmas", "connect", "prepare", "read_pragmas", "verify"]
 

@@ -47,11 +47,11 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from .settings import Settings, parse_duration
+from pytest_quaero.core.settings import Settings, parse_duration
 
 if TYPE_CHECKING:
-    from .disturbance import RunContext
-    from .metrics import RunResult
+    from pytest_quaero.core.disturbance import RunContext
+    from pytest_quaero.core.metrics import RunResult
 
 __all__ = ["ContentionError", "ContentionLoad", "LoadSpec", "parse_contention"]
 
@@ -81,7 +81,7 @@ class LoadSpec:
 
 def parse_contention(text: str, *, option: str = "--quaero-contention") -> list[LoadSpec]:
     """``'writer:hold=200ms,every=1s;reader:snapshot=5s'`` -> load specs."""
-    from .disturbance import split_spec
+    from pytest_quaero.core.disturbance import split_spec
 
     def settings_help(kind: str) -> str:
         return ", ".join(k + "=" + ("DURATION" if t == "d" else "N") for k, (_, t) in _KINDS[kind].items())
@@ -137,8 +137,8 @@ def _load_main(spec: LoadSpec, channel: Any, stop: Any) -> None:
     _, db_path, settings = message
     import sqlite3
 
-    from . import db
-    from .retry import classify
+    from pytest_quaero.core import db
+    from pytest_quaero.core.retry import classify
 
     stats: dict[str, Any] = {"kind": spec.kind, "params": spec.params, "pid": os.getpid(), "iterations": 0,
                              "busy_errors": 0, "lock_held_seconds": 0.0, "lock_wait_seconds": 0.0, "snapshot_seconds": 0.0,
@@ -207,7 +207,7 @@ def _load_main(spec: LoadSpec, channel: Any, stop: Any) -> None:
 def _burst(db_path: str, settings: Settings, spec: LoadSpec, stats: dict[str, Any], failed: Any) -> None:
     import sqlite3
 
-    from . import db
+    from pytest_quaero.core import db
 
     def produce() -> None:
         try:
@@ -247,7 +247,7 @@ def checkpoint(db_path: str, settings: Settings, wait_ms: int) -> dict[str, Any]
     """``PRAGMA wal_checkpoint(TRUNCATE)`` on a connection of its own, waiting at most ``wait_ms``."""
     import sqlite3
 
-    from . import db
+    from pytest_quaero.core import db
 
     started = time.monotonic()
     try:
@@ -267,7 +267,7 @@ def checkpoint(db_path: str, settings: Settings, wait_ms: int) -> dict[str, Any]
 
 @dataclass
 class ContentionLoad:
-    """The loads of one SPEC, started beside one run (a :class:`~pytest_quaero.disturbance.Disturbance`)."""
+    """The loads of one SPEC, started beside one run (a :class:`~pytest_quaero.core.disturbance.Disturbance`)."""
 
     loads: list[LoadSpec]
     spec: str = ""

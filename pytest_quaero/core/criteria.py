@@ -13,9 +13,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from .metrics import RunResult
-from .scenarios import Scenario
-from .settings import SettingsError, format_duration, parse_duration
+from pytest_quaero.core.metrics import RunResult
+from pytest_quaero.core.scenarios import Scenario
+from pytest_quaero.core.settings import SettingsError, format_duration, parse_duration
 
 __all__ = ["CRITERIA", "Criterion", "Thresholds", "Verdict", "evaluate", "thresholds_for"]
 

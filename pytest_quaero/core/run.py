@@ -4,7 +4,7 @@ The order is the template's: create the schema (once, before any worker), start
 the staggered pool, create the parents concurrently (one producer per parent:
 parent row, then each child row together with its message), watch the queue until
 it is drained, stop the pool, run the integrity SQL. The run measures and records;
-it never decides pass or fail (that is :mod:`pytest_quaero.criteria`).
+it never decides pass or fail (that is :mod:`pytest_quaero.core.criteria`).
 """
 
 from __future__ import annotations
@@ -23,17 +23,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import db, integrity
-from .disturbance import Disturbance, RunContext
-from .log import TemplateFormatter, get_logger, log_excerpts, logger
-from .metrics import RunResult, WorkerRecord
-from .pool import Endpoint, EndpointFactory, Handler, WorkerPool, encode_job, open_endpoint
-from .queue import Queue
-from .queue import create_schema as create_queue_schema
-from .retry import Retrier, classify, merge_stats
-from .scenarios import Scenario
-from .settings import Settings
-from .store import create_schema as create_store_schema
+from pytest_quaero.core import db, integrity
+from pytest_quaero.core.disturbance import Disturbance, RunContext
+from pytest_quaero.core.log import TemplateFormatter, get_logger, log_excerpts, logger
+from pytest_quaero.core.metrics import RunResult, WorkerRecord
+from pytest_quaero.core.pool import Endpoint, EndpointFactory, Handler, WorkerPool, encode_job, open_endpoint
+from pytest_quaero.core.queue import Queue
+from pytest_quaero.core.queue import create_schema as create_queue_schema
+from pytest_quaero.core.retry import Retrier, classify, merge_stats
+from pytest_quaero.core.scenarios import Scenario
+from pytest_quaero.core.settings import Settings
+from pytest_quaero.core.store import create_schema as create_store_schema
 
 __all__ = ["Progress", "RunError", "prepare_database", "run_scenario"]
 
@@ -243,7 +243,7 @@ def run_scenario(
     not drain; the result then says ``timed_out`` and the criteria judge it.
     ``handler``, ``endpoint_factory`` and ``pool_factory`` swap in a user's (or a
     deliberately broken) job handler, queue/store, or pool. ``disturbances`` (contention
-    loads, fault injectors; see :mod:`pytest_quaero.disturbance`) start after the pool and
+    loads, fault injectors; see :mod:`pytest_quaero.core.disturbance`) start after the pool and
     stop after the drain.
     """
     run_dir = Path(run_dir)

@@ -23,8 +23,8 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 if TYPE_CHECKING:
-    from .metrics import RunResult
-    from .plugin import QuaeroState
+    from pytest_quaero.core.metrics import RunResult
+    from pytest_quaero.plugin import QuaeroState
 
 __all__ = ["ReportOptions", "ReportsPlugin", "add_options", "configure", "junit_properties"]
 
@@ -94,14 +94,14 @@ def configure(config: pytest.Config, current: QuaeroState) -> None:
     if config.pluginmanager.hasplugin("html") and config.getoption("htmlpath", None) and not is_worker(config):
         # pytest-html's hooks exist only when it is installed; a class registered only then
         # keeps pytest from rejecting them as unknown (see pytest's "optionally using hooks").
-        from .report_html import HtmlIntegration
+        from pytest_quaero.report.html import HtmlIntegration
 
         config.pluginmanager.register(HtmlIntegration(config, current), "quaero-html")
 
 
 def junit_properties(result: RunResult) -> list[tuple[str, Any]]:
     """``("quaero.light.throughput", 381.2)`` for every metric of ``result``."""
-    from .results_json import metrics_of
+    from pytest_quaero.core.results_json import metrics_of
 
     prefix = f"quaero.{result.scenario}."
     return [(prefix + name, value) for name, value in metrics_of(result).items()]
@@ -123,7 +123,7 @@ class ReportsPlugin:
     @pytest.hookimpl(trylast=True)
     def pytest_sessionstart(self, session: pytest.Session) -> None:
         self.started = time.time()
-        from .progress import choose_mode
+        from pytest_quaero.report.progress import choose_mode
 
         terminal = self.config.pluginmanager.getplugin("terminalreporter")
         self.progress_mode = choose_mode(
@@ -142,7 +142,7 @@ class ReportsPlugin:
         if self.progress_installed or self.progress_mode == "off":
             return
         if self.state.scenarios or "quaero_run" in getattr(item, "fixturenames", ()):
-            from .progress import install
+            from pytest_quaero.report.progress import install
 
             install(self.config, self.state.harness, self.progress_mode)
             self.progress_installed = True
@@ -154,7 +154,7 @@ class ReportsPlugin:
         report = yield
         carried = getattr(report, "quaero_results", None)
         if carried:
-            from .metrics import RunResult
+            from pytest_quaero.core.metrics import RunResult
 
             for data in carried:
                 properties = junit_properties(RunResult.from_dict(data))
@@ -175,7 +175,7 @@ class ReportsPlugin:
             self._write("Markdown report", self.options.markdown, lambda: self._markdown(results, context))
         if self.options.step_summary is not None and results:
             try:
-                from .report_md import step_summary
+                from pytest_quaero.report.markdown import step_summary
 
                 with open(self.options.step_summary, "a", encoding="utf-8") as handle:
                     handle.write(step_summary(results))
@@ -193,13 +193,13 @@ class ReportsPlugin:
     def _context(self, context: dict[str, Any]) -> dict[str, Any]:
         """Machine, commit and versions, found once per session and shared by both files."""
         if not context:
-            from .results_json import commit_info, machine_info, versions
+            from pytest_quaero.core.results_json import commit_info, machine_info, versions
 
             context.update(machine=machine_info(), commit=commit_info(self.config.rootpath), versions=versions())
         return context
 
     def _json(self, results: list[RunResult], exitstatus: int, context: dict[str, Any]) -> None:
-        from .results_json import build_document, write_atomic
+        from pytest_quaero.core.results_json import build_document, write_atomic
 
         ctx = self._context(context)
         settings = self.state.settings
@@ -224,7 +224,7 @@ class ReportsPlugin:
         write_atomic(self.options.json, document)  # type: ignore[arg-type]
 
     def _markdown(self, results: list[RunResult], context: dict[str, Any]) -> None:
-        from .report_md import ReportContext, render
+        from pytest_quaero.report.markdown import ReportContext, render
 
         ctx = self._context(context)
         text = render(ReportContext(
@@ -232,7 +232,7 @@ class ReportsPlugin:
             commit=ctx["commit"], versions=ctx["versions"], session_duration=time.time() - self.started,
             json_path=str(self.options.json) if self.options.json is not None else None,
         ))
-        from .results_json import write_text_atomic
+        from pytest_quaero.core.results_json import write_text_atomic
 
         write_text_atomic(self.options.markdown, text)  # type: ignore[arg-type]
 

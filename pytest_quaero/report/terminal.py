@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .metrics import RunResult
+from pytest_quaero.core.metrics import RunResult
 
 __all__ = ["criteria_table", "write_summary"]
 

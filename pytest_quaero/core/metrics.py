@@ -12,7 +12,7 @@ import math
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
-from .retry import OpStats
+from pytest_quaero.core.retry import OpStats
 
 __all__ = ["RESULT_SCHEMA_VERSION", "RunResult", "WorkerRecord", "percentile"]
 
@@ -96,7 +96,7 @@ class RunResult:
     worker_errors: list[str] = field(default_factory=list)
     integrity: dict[str, Any] = field(default_factory=dict)
     #: real lines of this run's log the reports quote: ``{"retry": [...], "retry_outcome": str,
-    #: "stagger": [...]}`` (see :func:`pytest_quaero.log.log_excerpts`)
+    #: "stagger": [...]}`` (see :func:`pytest_quaero.core.log.log_excerpts`)
     log_excerpts: dict[str, Any] = field(default_factory=dict)
     #: free-form measurements of optional features (faults injected, WAL size, contention ...)
     extra: dict[str, Any] = field(default_factory=dict)

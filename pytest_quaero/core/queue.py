@@ -6,7 +6,7 @@ Every method is one statement (one transaction): ``receive`` claims the
 highest-priority, oldest visible message in a single UPDATE ... RETURNING, so two
 workers can never claim the same message and no read-then-write upgrade can fail.
 
-Retrying lock errors is the caller's job (:class:`~pytest_quaero.retry.Retrier`), so
+Retrying lock errors is the caller's job (:class:`~pytest_quaero.core.retry.Retrier`), so
 the harness counts busy errors the same way for this queue and for a user's own.
 """
 

@@ -54,11 +54,11 @@ import pytest
 from xdist.scheduler.loadscope import LoadScopeScheduling
 
 if TYPE_CHECKING:
-    from .criteria import Verdict
-    from .harness import Harness
-    from .metrics import RunResult
-    from .plugin import QuaeroState
-    from .scenarios import Scenario
+    from pytest_quaero.core.criteria import Verdict
+    from pytest_quaero.core.harness import Harness
+    from pytest_quaero.core.metrics import RunResult
+    from pytest_quaero.plugin import QuaeroState
+    from pytest_quaero.core.scenarios import Scenario
 
 __all__ = ["QuaeroScheduling", "SharedDb", "XdistHooks", "configure", "merge_results"]
 
@@ -258,7 +258,7 @@ def _file_lock(path: Path, timeout: float = 120.0) -> Iterator[None]:
 
 
 def _write_json(path: Path, data: Any) -> None:
-    from .results_json import write_text_atomic
+    from pytest_quaero.core.results_json import write_text_atomic
 
     write_text_atomic(path, json.dumps(data), durable=False)  # readers never see half a file
 
@@ -284,21 +284,21 @@ class SharedDb:
         return folder
 
     def make_nodes(self, session: pytest.Session, scenarios: list[Scenario], harness: Harness) -> list[pytest.Item]:
-        from .xdist_nodes import JudgeNode, ShardNode  # only now: they need the whole run machinery
+        from pytest_quaero.xdist.nodes import JudgeNode, ShardNode  # only now: they need the whole run machinery
 
         nodes: list[pytest.Collector] = []
         for scenario in scenarios:
             nodes.extend(ShardNode.create(session, scenario, harness, self, worker) for worker in self.worker_ids)
             nodes.append(JudgeNode.create(session, scenario, harness, self))
-        from .items import collect_nodes
+        from pytest_quaero.items import collect_nodes
 
         return collect_nodes(session, nodes)
 
     def prepare_once(self, config: pytest.Config, harness: Harness) -> None:
         """WAL mode and tables, by the first shard of the session, under a file lock."""
-        from . import db
-        from .queue import create_schema as queue_schema
-        from .store import create_schema as store_schema
+        from pytest_quaero.core import db
+        from pytest_quaero.core.queue import create_schema as queue_schema
+        from pytest_quaero.core.store import create_schema as store_schema
 
         folder = self.directory(config, "")
         marker = folder / "prepared"
@@ -328,7 +328,7 @@ class SharedDb:
 
 def _combined_stagger(parts: list[RunResult], merged_verdict: Verdict) -> Verdict:
     """Staggering is a property of one pool: judge each shard's, all must pass."""
-    from .criteria import Verdict
+    from pytest_quaero.core.criteria import Verdict
 
     shard_verdicts = []
     for part in parts:
@@ -344,7 +344,7 @@ def _combined_stagger(parts: list[RunResult], merged_verdict: Verdict) -> Verdic
 
 def overlap_verdict(merged: RunResult) -> Verdict:
     """How long every shard's pool ran at the same time: the cross-process contention."""
-    from .criteria import Verdict
+    from pytest_quaero.core.criteria import Verdict
 
     info = merged.extra.get("shared_db", {})
     windows = info.get("windows", [])
@@ -419,8 +419,8 @@ def _merge_timeline(parts: list[RunResult], t0: float) -> list[dict[str, Any]]:
 
 def merge_results(parts: list[RunResult], *, shared_path: str) -> RunResult:
     """One RunResult for the shards of one scenario on a shared database."""
-    from .metrics import RunResult, WorkerRecord
-    from .retry import merge_stats
+    from pytest_quaero.core.metrics import RunResult, WorkerRecord
+    from pytest_quaero.core.retry import merge_stats
 
     if not parts:
         raise ValueError("nothing to merge")

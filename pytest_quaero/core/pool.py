@@ -30,12 +30,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import db
-from .log import get_logger
-from .queue import Message, Queue
-from .retry import Retrier, classify
-from .settings import Settings
-from .store import JobStore
+from pytest_quaero.core import db
+from pytest_quaero.core.log import get_logger
+from pytest_quaero.core.queue import Message, Queue
+from pytest_quaero.core.retry import Retrier, classify
+from pytest_quaero.core.settings import Settings
+from pytest_quaero.core.store import JobStore
 
 __all__ = [
     "Endpoint",
@@ -281,7 +281,7 @@ def _process_entry(spec: WorkerSpec, channel: Any, stop: Any) -> None:
     """Body of a spawned worker process: handshake, then the same loop as a thread."""
     import logging
 
-    from .log import TemplateFormatter, logger
+    from pytest_quaero.core.log import TemplateFormatter, logger
 
     if spec.log_path:
         handler = logging.FileHandler(spec.log_path, encoding="utf-8")

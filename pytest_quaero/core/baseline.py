@@ -1,6 +1,6 @@
 """Baselines: store a run's result, compare a later run against it, gate on regressions.
 
-A baseline store is one results document (:mod:`pytest_quaero.results_json`, the same
+A baseline store is one results document (:mod:`pytest_quaero.core.results_json`, the same
 format ``--quaero-json`` writes) holding the results of many scenarios and machines.
 Each stored result is found by two keys:
 
@@ -33,8 +33,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .metrics import RunResult
-from .settings import DEFAULT_BASELINE_STORE
+from pytest_quaero.core.metrics import RunResult
+from pytest_quaero.core.settings import DEFAULT_BASELINE_STORE
 
 __all__ = [
     "DEFAULT_STORE",
@@ -167,7 +167,7 @@ def _parse_limit(metric: Metric, text: str, where: str) -> tuple[str, float]:
         )
     amount = limit[1:]
     if metric.is_duration and re.search(r"[a-z]$", amount, re.IGNORECASE):
-        from .settings import parse_duration
+        from pytest_quaero.core.settings import parse_duration
 
         try:
             return "absolute", parse_duration(amount)
@@ -315,7 +315,7 @@ def fingerprint(machine: Mapping[str, Any] | None = None) -> str:
     if override and machine is None:
         return override
     if machine is None:
-        from .results_json import machine_info
+        from pytest_quaero.core.results_json import machine_info
 
         machine = machine_info()
     python = ".".join(str(machine.get("python_version", "?")).split(".")[:2])
@@ -399,7 +399,7 @@ class BaselineStore:
     def _entries(self) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
         if not self.path.exists():
             return None, []
-        from .results_json import load_document
+        from pytest_quaero.core.results_json import load_document
 
         try:
             document = load_document(self.path)
@@ -454,7 +454,7 @@ class BaselineStore:
         Other scenarios and machines already in the store are kept as they are; an
         unreadable store is never overwritten (that would lose every baseline in it).
         """
-        from .results_json import build_document, write_atomic
+        from pytest_quaero.core.results_json import build_document, write_atomic
 
         key = scenario_key(result)
         # The entry exactly as --quaero-json writes it (machine, commit, versions on the document).
@@ -483,7 +483,7 @@ class BaselineStore:
 
 def load_results(path: str | os.PathLike[str]) -> tuple[dict[str, Any], list[RunResult]]:
     """A results document and its results, with errors that name the file."""
-    from .results_json import load_document
+    from pytest_quaero.core.results_json import load_document
 
     try:
         document = load_document(path)

@@ -55,12 +55,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .settings import Settings
+from pytest_quaero.core.settings import Settings
 
 if TYPE_CHECKING:
-    from .criteria import Thresholds
-    from .metrics import RunResult
-    from .scenarios import Scenario
+    from pytest_quaero.core.criteria import Thresholds
+    from pytest_quaero.core.metrics import RunResult
+    from pytest_quaero.core.scenarios import Scenario
 
 __all__ = ["FIXES", "Fix", "FixError", "compare_fixes", "disable", "figures", "parse_fixes"]
 
@@ -163,8 +163,8 @@ def compare_fixes(
     ``result`` is the judged run ("after"); ``run_options()`` gives fresh extra options
     (e.g. contention loads) for each variant, so they run under the same disturbance.
     """
-    from .criteria import evaluate
-    from .run import run_scenario
+    from pytest_quaero.core.criteria import evaluate
+    from pytest_quaero.core.run import run_scenario
 
     # Extra runs get their own files even when the session runs on --quaero-db.
     base = dataclasses.replace(settings, db_path=None)

@@ -17,8 +17,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from .metrics import RunResult
-    from .run import Progress
+    from pytest_quaero.core.metrics import RunResult
+    from pytest_quaero.core.run import Progress
 
 __all__ = ["MODES", "ProgressDisplay", "choose_mode", "format_final", "format_progress"]
 

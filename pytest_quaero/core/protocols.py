@@ -32,7 +32,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 if TYPE_CHECKING:  # annotations only: importing the plugin stays free of the queue module
-    from .queue import Message, QueueCounts
+    from pytest_quaero.core.queue import Message, QueueCounts
 
 __all__ = [
     "QUEUE_METHODS",
@@ -72,7 +72,7 @@ class QueueProtocol(Protocol):
         claimed (until its visibility timeout), no other instance may receive
         it. A select-then-update in two statements breaks this, and the
         ``no_duplicate_processing`` criterion shows it. Return a
-        :class:`pytest_quaero.queue.Message` (``id``, ``body``, ``received``:
+        :class:`pytest_quaero.core.queue.Message` (``id``, ``body``, ``received``:
         how many times it has been delivered, 1 on the first delivery, which
         decides when a failing job is given up after ``max_receive``).
         """
@@ -188,7 +188,7 @@ def _check(obj: object, methods: dict[str, tuple[tuple[Any, ...], dict[str, Any]
             )
             problems.append(f"{name}{plain} cannot be called as {spelled} ({exc})")
     if problems:
-        contract = "pytest_quaero.protocols." + ("QueueProtocol" if what == "queue" else "StoreProtocol")
+        contract = "pytest_quaero.core.protocols." + ("QueueProtocol" if what == "queue" else "StoreProtocol")
         raise ProtocolError(
             f"{origin} returned {_describe(obj)}, which is not a usable {what}: " + "; ".join(problems)
             + f". See {contract} for the contract."
