@@ -9,6 +9,7 @@ repetitions, and states its targets as ratios of figures from that same run.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
 import os
 import platform
@@ -60,11 +61,13 @@ def print_table(headers: Sequence[str], rows: Iterable[Sequence[object]], *, fil
     widths = [max(len(h), *(len(r[i]) for r in text_rows)) if text_rows else len(h) for i, h in enumerate(headers)]
 
     def line(cells: Sequence[str]) -> str:
-        return "| " + " | ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths))) + " |"
+        padded = (c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths, strict=True)))
+        return "| " + " | ".join(padded) + " |"
 
     out = file or sys.stdout
     print(line(headers), file=out)
-    print("|" + "|".join("-" * (w + 2) if i == 0 else "-" * (w + 1) + ":" for i, w in enumerate(widths)) + "|", file=out)
+    rule = ("-" * (w + 2) if i == 0 else "-" * (w + 1) + ":" for i, w in enumerate(widths))
+    print("|" + "|".join(rule) + "|", file=out)
     for row in text_rows:
         print(line(row), file=out)
     out.flush()
@@ -81,10 +84,8 @@ def fresh_db(directory: Path, name: str) -> str:
     """A path for a new database file on disk, with any leftovers (WAL, SHM) removed."""
     path = directory / f"{name}.db"
     for suffix in ("", "-wal", "-shm", "-journal"):
-        try:
+        with contextlib.suppress(FileNotFoundError):
             os.unlink(f"{path}{suffix}")
-        except FileNotFoundError:
-            pass
     return str(path)
 
 
@@ -94,7 +95,9 @@ class Bench:
     def __init__(self, description: str, *, reps: int, quick_reps: int) -> None:
         parser = argparse.ArgumentParser(description=description)
         parser.add_argument("--quick", action="store_true", help="a short run (under 30 s) printing the same table")
-        parser.add_argument("--reps", type=int, default=None, help=f"repetitions (default {reps}; --quick {quick_reps})")
+        parser.add_argument(
+            "--reps", type=int, default=None, help=f"repetitions (default {reps}; --quick {quick_reps})"
+        )
         parser.add_argument("--dir", default=None, help="scratch directory for the SQLite files (default: a temp dir)")
         parser.add_argument("--keep", action="store_true", help="keep the scratch directory")
         self.parser = parser

@@ -32,13 +32,13 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import Bench, fresh_db, machine_line, med, print_table, ratio_cell  # noqa: E402
+from _common import Bench, fresh_db, machine_line, med, print_table, ratio_cell
 
-from pytest_quaero.core import db  # noqa: E402
-from pytest_quaero.core.pool import encode_job  # noqa: E402
-from pytest_quaero.core.queue import Queue, create_schema  # noqa: E402
-from pytest_quaero.core.retry import Retrier  # noqa: E402
-from pytest_quaero.core.settings import Settings  # noqa: E402
+from pytest_quaero.core import db
+from pytest_quaero.core.pool import encode_job
+from pytest_quaero.core.queue import Queue, create_schema
+from pytest_quaero.core.retry import Retrier
+from pytest_quaero.core.settings import Settings
 
 QUEUE_NAME = "bench"
 SETTINGS = Settings(queue_name=QUEUE_NAME)
@@ -101,7 +101,7 @@ def _loop(kind: str, path: str, seconds: float) -> tuple[int, int, float]:
         call("queue_send", send)
         message = call("queue_receive", queue.receive)
         if message is not None:
-            call("queue_delete", lambda: queue.delete(message.id))
+            call("queue_delete", lambda message_id=message.id: queue.delete(message_id))
         cycles += 1
     cpu = time.thread_time() - cpu_started
     conn.close()
@@ -226,8 +226,8 @@ def main(argv: list[str] | None = None) -> int:
             order = variants if rep % 2 == 0 else list(reversed(variants))
             for variant in order:
                 kind, mode, workers = variant
-                rate, errors, cpu_us = run_workers(kind, mode, workers, _prepared(bench.dir, f"{kind}-{mode}-{workers}"),
-                                                   seconds)
+                path = _prepared(bench.dir, f"{kind}-{mode}-{workers}")
+                rate, errors, cpu_us = run_workers(kind, mode, workers, path, seconds)
                 rates[variant].append(rate)
                 busy[variant] += errors
                 cpu[variant].append(cpu_us)
@@ -251,9 +251,9 @@ def main(argv: list[str] | None = None) -> int:
         rows.append([
             "raw goqite SQL" if kind == "raw" else "plugin Queue + Retrier", str(workers), mode,
             f"{min(values):,.0f}", f"{med(values):,.0f}",
-            ratio_cell([a / b for a, b in zip(values, same_raw)]) if kind == "plugin" else "-",
-            ratio_cell([a / b for a, b in zip(values, raw1)]),
-            ratio_cell([a / b for a, b in zip(values, limit)]),
+            ratio_cell([a / b for a, b in zip(values, same_raw, strict=True)]) if kind == "plugin" else "-",
+            ratio_cell([a / b for a, b in zip(values, raw1, strict=True)]),
+            ratio_cell([a / b for a, b in zip(values, limit, strict=True)]),
             f"{min(cpu[variant]):.0f} / {med(cpu[variant]):.0f}",
             str(busy[variant]),
         ])
@@ -265,10 +265,13 @@ def main(argv: list[str] | None = None) -> int:
     print("Targets: plugin with 2 workers >= 1.0x raw goqite SQL and >= 0.5x SQLite limit.")
     for mode in MODES:
         plugin2 = rates[("plugin", mode, 2)]
-        print(f"  plugin, 2 {mode} workers: x raw 2 {mode} workers {ratio_cell([a / b for a, b in zip(plugin2, rates[('raw', mode, 2)])])}"
-              f", x raw 1 thread {ratio_cell([a / b for a, b in zip(plugin2, raw1)])}"
-              f", x SQLite limit {ratio_cell([a / b for a, b in zip(plugin2, limit)])}"
-              f"; CPU per cycle x raw {ratio_cell([a / b for a, b in zip(cpu[('plugin', mode, 2)], cpu[('raw', mode, 2)])])}")
+        raw2 = rates[("raw", mode, 2)]
+        cpu_ratios = [a / b for a, b in zip(cpu[("plugin", mode, 2)], cpu[("raw", mode, 2)], strict=True)]
+        print(f"  plugin, 2 {mode} workers: x raw 2 {mode} workers "
+              f"{ratio_cell([a / b for a, b in zip(plugin2, raw2, strict=True)])}"
+              f", x raw 1 thread {ratio_cell([a / b for a, b in zip(plugin2, raw1, strict=True)])}"
+              f", x SQLite limit {ratio_cell([a / b for a, b in zip(plugin2, limit, strict=True)])}"
+              f"; CPU per cycle x raw {ratio_cell(cpu_ratios)}")
     print(f"({time.perf_counter() - started:.0f} s)")
     return 0
 

@@ -27,7 +27,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import Bench, machine_line, med, print_table, ratio_cell  # noqa: E402
+from _common import Bench, machine_line, med, print_table, ratio_cell
 
 PARENTS = 15
 FULL_SIZES = (1_500, 15_000, 150_000)
@@ -132,12 +132,12 @@ def main(argv: list[str] | None = None) -> int:
         base = data[(sizes[0], other)]
         rates = [r["throughput"] for r in runs]
         hwm = [r["hwm_kib"] / 1024 for r in runs]
-        growth = [1024 * (r["hwm_kib"] - b["hwm_kib"]) / (jobs - sizes[0]) for r, b in zip(runs, base)] \
+        growth = [1024 * (r["hwm_kib"] - b["hwm_kib"]) / (jobs - sizes[0]) for r, b in zip(runs, base, strict=True)] \
             if jobs != sizes[0] else []
         rows.append([
             f"{jobs:,}" + (f" + {other:,} other queue" if other else ""),
             f"{min(rates):,.0f}", f"{med(rates):,.0f}",
-            ratio_cell([r["throughput"] / b["throughput"] for r, b in zip(runs, base)]),
+            ratio_cell([r["throughput"] / b["throughput"] for r, b in zip(runs, base, strict=True)]),
             f"{min(hwm):.0f} / {med(hwm):.0f}",
             (f"{min(growth):,.0f} / {med(growth):,.0f}" if growth else "-"),
             f"{med([r['execution_time'] for r in runs]):.1f}",
@@ -147,11 +147,12 @@ def main(argv: list[str] | None = None) -> int:
     print_table(["jobs", "jobs/s min", "jobs/s median", f"x {sizes[0]:,} (same queue)", "peak RSS MiB min / med",
                  "RSS bytes/job over smallest", "exec s (median)", "all done + integrity", "busy errors"], rows)
     print()
-    largest = data[(sizes[-1], 0)]
+    largest, smallest = data[(sizes[-1], 0)], data[(sizes[0], 0)]
+    pairs = list(zip(largest, smallest, strict=True))
     print(f"Targets: {sizes[-1]:,} jobs >= 0.8x the rate of {sizes[0]:,}: "
-          f"{ratio_cell([r['throughput'] / b['throughput'] for r, b in zip(largest, data[(sizes[0], 0)])])}; "
+          f"{ratio_cell([r['throughput'] / b['throughput'] for r, b in pairs])}; "
           f"peak memory growth < 1,024 bytes/job: "
-          f"{med([1024 * (r['hwm_kib'] - b['hwm_kib']) / (sizes[-1] - sizes[0]) for r, b in zip(largest, data[(sizes[0], 0)])]):,.0f} (median)")
+          f"{med([1024 * (r['hwm_kib'] - b['hwm_kib']) / (sizes[-1] - sizes[0]) for r, b in pairs]):,.0f} (median)")
     print(f"({time.perf_counter() - started:.0f} s)")
     return 0
 

@@ -31,16 +31,18 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import Bench, fresh_db, med, print_table, ratio_cell, machine_line  # noqa: E402
-from _timing import TimedEndpointFactory, WindowPool, collect  # noqa: E402
-from bench_queue import _prepared, run_workers  # noqa: E402
+from _common import Bench, fresh_db, machine_line, med, print_table, ratio_cell
+from _timing import TimedEndpointFactory, WindowPool, collect
+from bench_queue import _prepared, run_workers
 
-from pytest_quaero.core import integrity, run  # noqa: E402
-from pytest_quaero.core.pool import decode_job, encode_job, open_endpoint  # noqa: E402
-from pytest_quaero.core.queue import Queue  # noqa: E402
-from pytest_quaero.core.run import run_scenario  # noqa: E402
-from pytest_quaero.core.scenarios import BUILTIN, Scenario  # noqa: E402
-from pytest_quaero.core.settings import Settings  # noqa: E402
+from pytest_quaero.core import integrity, run
+from pytest_quaero.core.monitor import Tally
+from pytest_quaero.core.pool import decode_job, encode_job, open_endpoint
+from pytest_quaero.core.queue import Queue
+from pytest_quaero.core.retry import Retrier
+from pytest_quaero.core.run import run_scenario
+from pytest_quaero.core.scenarios import BUILTIN, Scenario
+from pytest_quaero.core.settings import Settings
 
 BENCH_SETTINGS = Settings(job_time=(0.0, 0.0), stagger=0.0, poll_interval=0.01)
 
@@ -68,8 +70,6 @@ def job_cycles(path: str, seconds: float) -> float:
     Retrier, minus the other 16 connections. What the scenario would reach if the write
     lock were never contended: the ceiling its per-job work sets.
     """
-    from pytest_quaero.core.retry import Retrier
-
     endpoint = open_endpoint(path, BENCH_SETTINGS)
     store, queue = endpoint.store, endpoint.queue
     retrier = Retrier(5, 0.1, busy_timeout_ms=BENCH_SETTINGS.busy_timeout_ms)
@@ -81,13 +81,14 @@ def job_cycles(path: str, seconds: float) -> float:
         cid = f"bench-child-1-{jobs}"
         url = f"http://test-server/parent-1/page-{jobs}"
         body = encode_job(cid, "bench-parent-1", url)
-        call("create_child", lambda: store.create_child(cid, "bench-parent-1", url, "page",
-                                                        enqueue=lambda: queue.send(body)))
+        # Each lambda is called (and retried) before the next iteration; the defaults bind this one's values.
+        call("create_child", lambda cid=cid, url=url, body=body: store.create_child(
+            cid, "bench-parent-1", url, "page", enqueue=lambda: queue.send(body)))
         message = call("queue_receive", queue.receive)
         job = decode_job(message)
-        call("save_job", lambda: store.mark_running(job.job_id))
-        call("progress_update", lambda: store.finish_child(job.job_id, job.parent_id))
-        call("queue_delete", lambda: queue.delete(message.id))
+        call("save_job", lambda job=job: store.mark_running(job.job_id))
+        call("progress_update", lambda job=job: store.finish_child(job.job_id, job.parent_id))
+        call("queue_delete", lambda message_id=message.id: queue.delete(message_id))
         jobs += 1
     endpoint.close()
     return jobs / seconds
@@ -128,7 +129,7 @@ class _MonitorTimer:
 
     def __enter__(self) -> _MonitorTimer:
         self._wrap(Queue, "counts", "counts")
-        self._wrap(run._Tally, "fold", "fold")
+        self._wrap(Tally, "fold", "fold")
         self._wrap(integrity, "check", "integrity")
         return self
 
@@ -187,7 +188,7 @@ def main(argv: list[str] | None = None) -> int:
             if not args.quick or rep == 0:
                 result, _ = run_once(heavy, Settings(job_time=(0.0, 0.0)), bench.dir)
                 defaults.append(result.throughput)
-            seconds, counts, monitor, result = breakdown(heavy, bench.dir)
+            seconds, _counts, monitor, result = breakdown(heavy, bench.dir)
             parts.append(seconds)
             monitor_parts.append(monitor)
             jobs_done.append(result.jobs_completed)
@@ -203,16 +204,20 @@ def main(argv: list[str] | None = None) -> int:
         for label, values in ((f"heavy, 2 {mode} workers: plugin throughput", plugin[mode]),
                               (f"heavy, 2 {mode} workers: processing window", window[mode])):
             rows.append([label, f"{min(values):,.0f}", f"{med(values):,.0f}",
-                         ratio_cell([a / b for a, b in zip(values, raw2)]),
-                         ratio_cell([a / b for a, b in zip(values, raw1)])])
+                         ratio_cell([a / b for a, b in zip(values, raw2, strict=True)]),
+                         ratio_cell([a / b for a, b in zip(values, raw1, strict=True)])])
     rows.append(["job cycle, 1 thread, no contention (5 transactions)", f"{min(ceiling):,.0f}", f"{med(ceiling):,.0f}",
-                 ratio_cell([a / b for a, b in zip(ceiling, raw2)]), ratio_cell([a / b for a, b in zip(ceiling, raw1)])])
+                 ratio_cell([a / b for a, b in zip(ceiling, raw2, strict=True)]),
+                 ratio_cell([a / b for a, b in zip(ceiling, raw1, strict=True)])])
+    # --quick runs the template defaults in the first repetition only: pair that one with its raw figures.
     rows.append(["heavy, template defaults (stagger 500ms, poll 1s)", f"{min(defaults):,.0f}", f"{med(defaults):,.0f}",
-                 ratio_cell([a / b for a, b in zip(defaults, raw2)]), ratio_cell([a / b for a, b in zip(defaults, raw1)])])
+                 ratio_cell([a / b for a, b in zip(defaults, raw2, strict=False)]),
+                 ratio_cell([a / b for a, b in zip(defaults, raw1, strict=False)])])
     print_table(["jobs/s (cycles/s for raw)", "min", "median", "x raw 2 threads", "x raw 1 thread"], rows)
     print()
-    print("Target: heavy with zero work >= 0.3x the raw queue cycle rate (plugin throughput, 2 threads vs raw 2 threads):",
-          ratio_cell([a / b for a, b in zip(plugin["thread"], raw2)]))
+    print("Target: heavy with zero work >= 0.3x the raw queue cycle rate "
+          "(plugin throughput, 2 threads vs raw 2 threads):",
+          ratio_cell([a / b for a, b in zip(plugin["thread"], raw2, strict=True)]))
     print()
 
     # Breakdown: per job, microseconds of worker-thread time (both workers added up).
@@ -220,7 +225,7 @@ def main(argv: list[str] | None = None) -> int:
     print("workers added up). 'median run' is the one repetition with the median total, so its rows add up to")
     print("its total; 'min / median' are over all repetitions, row by row (not additive).")
     per_job: dict[str, list[float]] = {}
-    for seconds, jobs in zip(parts, jobs_done):
+    for seconds, jobs in zip(parts, jobs_done, strict=True):
         for label, key in ROWS:
             value = (seconds.get("worker_idle", 0.0) + seconds.get("worker_receive_empty", 0.0)) if key is None \
                 else seconds.get(key, 0.0)
@@ -230,7 +235,7 @@ def main(argv: list[str] | None = None) -> int:
     for key, label in (("counts", "monitor: queue counts (whole run)"),
                        ("fold", "monitor: folding worker events (whole run)"),
                        ("integrity", "integrity SQL after the drain")):
-        per_job[label] = [1e6 * m[key] / jobs for m, jobs in zip(monitor_parts, jobs_done)]
+        per_job[label] = [1e6 * m[key] / jobs for m, jobs in zip(monitor_parts, jobs_done, strict=True)]
     middle = sorted(range(len(parts)), key=lambda i: per_job["total"][i])[len(parts) // 2]
     total = per_job["total"][middle]
     table: list[list[object]] = []

@@ -26,7 +26,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import Bench, machine_line, med, print_table, ratio_cell  # noqa: E402
+from _common import Bench, machine_line, med, print_table, ratio_cell
 
 #: the machinery of a run: imported only when a scenario (or a fixture that needs it) runs
 RUN_MACHINERY = (
@@ -64,13 +64,13 @@ def main(argv: list[str] | None = None) -> int:
     project = tempfile.mkdtemp(dir=bench.dir)
     Path(project, "pytest.ini").write_text("[pytest]\n")  # rootdir here, no search up the tree
     base = [sys.executable, "-m", "pytest", "--co", "-q", "-p", "no:cacheprovider"]
-    variants = {"plugin installed, inactive": base, "-p no:quaero": base + ["-p", "no:quaero"]}
+    variants = {"plugin installed, inactive": base, "-p no:quaero": [*base, "-p", "no:quaero"]}
     times: dict[str, list[float]] = {name: [] for name in variants}
     codes: dict[str, set[int]] = {name: set() for name in variants}
     print(f"bench_startup: {args.reps} pairs of `pytest --co -q` in an empty project; {machine_line()}", flush=True)
     started = time.perf_counter()
     try:
-        for name, cmd in variants.items():  # warm the OS cache and the .pyc files first
+        for cmd in variants.values():  # warm the OS cache and the .pyc files first
             timed(cmd, project)
         for rep in range(args.reps):
             order = list(variants.items()) if rep % 2 == 0 else list(reversed(variants.items()))
@@ -90,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = [[name, f"{min(v) * 1000:.0f}", f"{med(v) * 1000:.0f}", ",".join(map(str, sorted(codes[name])))]
             for name, v in times.items()]
     print_table(["pytest --co -q", "ms min", "ms median", "exit codes"], rows)
-    overhead = [a / b - 1 for a, b in zip(on, off)]
+    overhead = [a / b - 1 for a, b in zip(on, off, strict=True)]
     print()
     print(f"Overhead of the inactive plugin: {100 * (min(on) / min(off) - 1):+.1f}% (ratio of minima), "
           f"paired {ratio_cell([100 * x for x in overhead])} % (min / median). Target: < 5%.")

@@ -15,6 +15,16 @@ import argparse
 import sys
 from collections.abc import Sequence
 
+from pytest_quaero.core.baseline import (
+    BaselineError,
+    compare,
+    document_fingerprint,
+    format_table,
+    load_results,
+    parse_rules,
+    scenario_key,
+)
+
 EXIT_OK = 0
 EXIT_REGRESSION = 1
 EXIT_USAGE = 2
@@ -46,16 +56,6 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _compare(args: argparse.Namespace) -> int:
-    from pytest_quaero.core.baseline import (
-        BaselineError,
-        compare,
-        document_fingerprint,
-        format_table,
-        load_results,
-        parse_rules,
-        scenario_key,
-    )
-
     try:
         rules = parse_rules(args.fail, option="--fail")
         old_doc, old_results = load_results(args.old)

@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from pytest_quaero.core.settings import Settings
+from pytest_quaero.markers import scenario_from_marker
+from pytest_quaero.session import carry_result, session_of
 
 if TYPE_CHECKING:
     import sqlite3  # annotations only: importing the plugin must not load SQLite (bench_startup)
@@ -23,7 +25,9 @@ if TYPE_CHECKING:
     from pytest_quaero.core.queue import Queue
     from pytest_quaero.core.store import JobStore
 
-__all__ = ["QuaeroDatabase", "quaero_db", "quaero_pool", "quaero_queue", "quaero_run", "quaero_settings", "quaero_store"]
+__all__ = [
+    "QuaeroDatabase", "quaero_db", "quaero_pool", "quaero_queue", "quaero_run", "quaero_settings", "quaero_store",
+]
 
 
 @dataclass
@@ -36,6 +40,7 @@ class QuaeroDatabase:
 
     def connect(self) -> sqlite3.Connection:
         """A new connection with the settings' pragmas; the caller closes it."""
+        # deferred: loaded only when a test requests this fixture
         from pytest_quaero.core import db
 
         return db.connect(self.path, self.settings)
@@ -53,21 +58,16 @@ class QuaeroDatabase:
             self._conn = None
 
 
-def _state(config: pytest.Config) -> Any:
-    from pytest_quaero.plugin import state
-
-    return state(config)
-
-
 @pytest.fixture(scope="session")
 def quaero_settings(pytestconfig: pytest.Config) -> Settings:
     """The session's effective settings (command line > environment > config file > ini > defaults)."""
-    return _state(pytestconfig).settings
+    return session_of(pytestconfig).settings
 
 
 @pytest.fixture
 def quaero_db(tmp_path: Path, quaero_settings: Settings) -> Iterator[QuaeroDatabase]:
     """A fresh database file with the queue and store schemas, pragmas set and verified."""
+    # deferred: loaded only when a test requests this fixture
     from pytest_quaero.core.run import prepare_database
 
     path = tmp_path / "quaero.db"
@@ -80,6 +80,7 @@ def quaero_db(tmp_path: Path, quaero_settings: Settings) -> Iterator[QuaeroDatab
 @pytest.fixture
 def quaero_queue(quaero_db: QuaeroDatabase) -> Queue:
     """The goqite-compatible queue on the test database's shared connection."""
+    # deferred: loaded only when a test requests this fixture
     from pytest_quaero.core.queue import Queue
 
     s = quaero_db.settings
@@ -89,6 +90,7 @@ def quaero_queue(quaero_db: QuaeroDatabase) -> Queue:
 @pytest.fixture
 def quaero_store(quaero_db: QuaeroDatabase) -> JobStore:
     """The crawl-job store on the test database's shared connection."""
+    # deferred: loaded only when a test requests this fixture
     from pytest_quaero.core.store import JobStore
 
     return JobStore(quaero_db.conn, begin_immediate=quaero_db.settings.begin_immediate)
@@ -97,6 +99,7 @@ def quaero_store(quaero_db: QuaeroDatabase) -> JobStore:
 @pytest.fixture
 def quaero_pool(quaero_db: QuaeroDatabase) -> Iterator[WorkerPool]:
     """A worker pool on the test database, not started; stopped at teardown if it was."""
+    # deferred: loaded only when a test requests this fixture
     from pytest_quaero.core.pool import WorkerPool
 
     pool = WorkerPool(str(quaero_db.path), quaero_db.settings)
@@ -111,9 +114,7 @@ def quaero_run(request: pytest.FixtureRequest) -> Callable[..., RunResult]:
     With no arguments it runs what the test's ``@pytest.mark.quaero_scenario`` says.
     The result carries ``verdicts`` and ``passed``; it never raises on a failed criterion.
     """
-    from pytest_quaero.plugin import carry_result, scenario_from_marker
-
-    harness = _state(request.config).harness
+    harness = session_of(request.config).harness
 
     def run(scenario: Any = None, **overrides: Any) -> RunResult:
         marker = request.node.get_closest_marker("quaero_scenario")
@@ -125,7 +126,7 @@ def quaero_run(request: pytest.FixtureRequest) -> Callable[..., RunResult]:
         chosen, settings = scenario_from_marker(
             request.config, marker_args, marker_kwargs, where=f"quaero_run() in {request.node.nodeid}"
         )
-        from pytest_quaero.extension import Extensions
+        from pytest_quaero.extension import Extensions  # deferred: imports the run machinery
 
         # the requesting test's ihook: conftest hooks of its own folder apply
         result = harness.run(chosen, settings, extensions=Extensions.for_node(request.node))

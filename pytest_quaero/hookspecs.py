@@ -28,7 +28,10 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # annotations only: the hookspecs are added at every start-up
+    import sqlite3
+    from collections.abc import Callable
+
     from pytest_quaero.core.criteria import Criterion, Verdict
     from pytest_quaero.core.metrics import RunResult
     from pytest_quaero.core.pool import Job, JobContext
@@ -38,25 +41,32 @@ if TYPE_CHECKING:
 
 
 @pytest.hookspec(firstresult=True)
-def pytest_quaero_make_queue(settings: Settings, db_path: str) -> QueueProtocol | None:
+def pytest_quaero_make_queue(
+    settings: Settings, db_path: str, connection: Callable[[], sqlite3.Connection]
+) -> QueueProtocol | None:
     """Make the queue one worker or producer uses (called once per worker, per producer
     and once for the run's monitor, each in the thread or process that uses it).
 
-    Return an object satisfying :class:`pytest_quaero.core.protocols.QueueProtocol`
+    Return an object satisfying :class:`pytest_quaero.QueueProtocol`
     (``send``, ``receive``, ``delete``, ``counts``; ``close`` optional). It is
     checked when made, and a missing or mis-shaped method is an error naming it.
     ``db_path`` is the run's SQLite file: put the queue's table in it for
     contention with the job store, or use a file of its own next to it.
-    The default is the built-in goqite queue on a connection it shares with the
-    default store, so a child row and its message commit together.
+    ``connection()`` returns the connection this worker's queue and store share
+    (opened on first call with the run's pragmas, closed with them): use it to put
+    your queue and store on one connection. The default is the built-in goqite
+    queue on it, so a child row and its message commit together. Accepting the
+    argument is optional, as with every pluggy hook.
     """
 
 
 @pytest.hookspec(firstresult=True)
-def pytest_quaero_make_store(settings: Settings, db_path: str) -> StoreProtocol | None:
+def pytest_quaero_make_store(
+    settings: Settings, db_path: str, connection: Callable[[], sqlite3.Connection]
+) -> StoreProtocol | None:
     """Make the crawl-job store one worker or producer uses (see ``make_queue``).
 
-    Return an object satisfying :class:`pytest_quaero.core.protocols.StoreProtocol`.
+    Return an object satisfying :class:`pytest_quaero.StoreProtocol`.
     It must keep the ``crawl_jobs`` table in ``db_path``: the integrity SQL run
     after the drain reads that table.
     """
@@ -76,7 +86,7 @@ def pytest_quaero_handle_job(job: Job, context: JobContext) -> object | None:
 
 @pytest.hookspec
 def pytest_quaero_scenarios() -> list[Scenario] | None:
-    """Add named scenarios: return a list of :class:`pytest_quaero.core.scenarios.Scenario`.
+    """Add named scenarios: return a list of :class:`pytest_quaero.Scenario`.
 
     Called once in ``pytest_configure``, so implement it in a plugin or an
     initial ``conftest.py`` (the rootdir's, or one in a directory named on the
@@ -87,14 +97,14 @@ def pytest_quaero_scenarios() -> list[Scenario] | None:
 
 @pytest.hookspec
 def pytest_quaero_criteria(scenario: Scenario, result: RunResult | None) -> list[Criterion | Verdict] | None:
-    """Add criteria to ``scenario``: return :class:`pytest_quaero.core.criteria.Criterion` objects.
+    """Add criteria to ``scenario``: return :class:`pytest_quaero.Criterion` objects.
 
     Called with ``result=None`` when a scenario is collected: each Criterion
     returned becomes an item ``quaero[<scenario>]::<key>`` next to the built-in
     ones, judged by ``criterion.judge(result, thresholds)`` once the run is done.
     Called again with the finished ``result`` for each run (also runs made with
     the ``quaero_run`` fixture): Criterion objects are judged then, and a
-    :class:`~pytest_quaero.core.criteria.Verdict` returned is added to the run's
+    :class:`~pytest_quaero.Verdict` returned is added to the run's
     verdicts as it is (it counts for ``result.passed`` and the reports but, not
     being known at collection, has no item of its own).
     """

@@ -7,21 +7,34 @@ the verdict with ``measured X, required Y`` and no traceback.
 
 from __future__ import annotations
 
+import warnings
 from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from pytest_quaero.core.criteria import CRITERIA, Verdict
-from pytest_quaero.gate import gate_of
 from pytest_quaero.core.metrics import RunResult
 from pytest_quaero.core.scenarios import Scenario
+from pytest_quaero.session import carry_result, session_of
 
 if TYPE_CHECKING:
-    # annotations only: xdist_support imports this module at every start-up, and the harness
-    # pulls in run, pool, multiprocessing and sqlite3 (benchmarks/bench_startup.py)
+    # annotations only: the harness pulls in run, pool, multiprocessing and sqlite3, which the
+    # items do not need until a scenario runs (benchmarks/bench_startup.py)
     from pytest_quaero.core.harness import Harness
 
-__all__ = ["CriterionFailed", "CriterionItem", "ScenarioNode", "collect_nodes", "make_scenario_nodes"]
+__all__ = [
+    "BaselineWarning",
+    "CriterionFailed",
+    "CriterionItem",
+    "RegressionItem",
+    "ScenarioNode",
+    "collect_nodes",
+    "make_scenario_nodes",
+]
+
+
+class BaselineWarning(pytest.PytestWarning):
+    """No baseline to compare with yet (it was recorded instead), or it could not be saved."""
 
 
 class CriterionFailed(AssertionError):
@@ -50,21 +63,26 @@ class ScenarioNode(pytest.Collector):
         return node
 
     def collect(self) -> list[pytest.Item]:
-        from pytest_quaero.extension import Extensions
+        from pytest_quaero.extension import Extensions  # deferred: the hook calls import the run machinery
 
         # the built-in criteria, then the ones pytest_quaero_criteria declares: an item each
         extra = Extensions.for_node(self).criteria(self.scenario)
-        items = [CriterionItem.from_parent(self, name=criterion.key) for criterion in (*CRITERIA, *extra)]
-        gate = gate_of(self.config)  # regression gate options: ::fault_recovery, ::regression
-        return items + gate.extra_items(self) if gate is not None else items
+        items: list[pytest.Item] = [CriterionItem.from_parent(self, name=c.key) for c in (*CRITERIA, *extra)]
+        gate = session_of(self.config).gate  # regression gate options: ::fault_recovery, ::regression
+        if gate is not None and gate.faults:
+            items.append(CriterionItem.from_parent(self, name="fault_recovery"))
+        if gate is not None and gate.wants_baseline:
+            items.append(RegressionItem.from_parent(self, name="regression"))
+        return items
 
     def setup(self) -> None:
+        # deferred: the run machinery is imported only when a scenario really runs
         from pytest_quaero.core.db import DatabaseError
-        from pytest_quaero.extension import Extensions
         from pytest_quaero.core.run import RunError
+        from pytest_quaero.extension import Extensions
 
         self.carried = False
-        gate = gate_of(self.config)
+        gate = session_of(self.config).gate
         extensions = Extensions.for_node(self)
 
         problem = None
@@ -99,8 +117,6 @@ class CriterionItem(pytest.Item):
     def runtest(self) -> None:
         verdict = self.parent.verdict(self.name)
         if not self.parent.carried and self.parent.result is not None:
-            from pytest_quaero.plugin import carry_result
-
             # The first criterion to run carries the whole result to the summary and reports.
             carry_result(self, self.parent.result)
             self.parent.carried = True
@@ -144,3 +160,32 @@ def collect_nodes(session: pytest.Session, nodes: list[pytest.Collector]) -> lis
             raise pytest.UsageError(f"{node.name}: could not be collected: {report.longreprtext}")
         items.extend(x for x in report.result if isinstance(x, pytest.Item))
     return items
+
+
+class RegressionItem(CriterionItem):
+    """``quaero[<scenario>]::regression``: judged by the run's baseline verdict; fails with a
+    before/now/limit table. Warnings the comparison left (no baseline yet: recorded instead;
+    a run not saved) are issued here, so pytest reports them against this item."""
+
+    def runtest(self) -> None:
+        result = self.parent.result
+        info = result.extra.get("baseline", {}) if result is not None else {}
+        for message in info.get("messages", []):
+            warnings.warn(BaselineWarning(message), stacklevel=1)
+        self.user_properties.append(("quaero_baseline_status", info.get("status", "")))
+        super().runtest()
+
+    def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> Any:
+        from pytest_quaero.core.baseline import format_table  # deferred: only a failing comparison needs it
+
+        if not isinstance(excinfo.value, CriterionFailed):
+            return super().repr_failure(excinfo, style=style)
+        verdict = excinfo.value.verdict
+        lines = [f"{self.parent.name} {verdict.title}: {verdict.message}"]
+        result = self.parent.result
+        info = result.extra.get("baseline", {}) if result is not None else {}
+        if info.get("rows"):
+            lines.append(f"baseline: {info.get('path')} ({info['key']} on {info['fingerprint']}, "
+                         f"saved {info.get('saved_at', '?')})")
+            lines.extend(format_table(info["rows"]))
+        return "\n".join(lines)

@@ -76,6 +76,7 @@ class QuaeroSession:
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         carried = getattr(report, "quaero_results", None)
         if carried:
+            # deferred: results arrive only in a session that ran a scenario
             from pytest_quaero.core.metrics import RunResult
 
             self.results.extend(RunResult.from_dict(data) for data in carried)

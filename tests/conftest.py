@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from pytest_quaero.core import db
-from pytest_quaero.core.run import prepare_database
+from pytest_quaero.core.seed import prepare_database
 from pytest_quaero.core.settings import Settings
 
 pytest_plugins = ["pytester"]

@@ -26,7 +26,7 @@ import pytest
 # imported when the test ends, and numpy's C extensions (under matplotlib) cannot be imported a
 # second time in one process.
 try:
-    import matplotlib.backends.backend_agg  # noqa: F401
+    import matplotlib.backends.backend_agg
     import matplotlib.figure  # noqa: F401
 except ImportError:  # pragma: no cover - the charts extra is not installed
     pass

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from pytest_quaero.audit import AUDIT_CRITERIA, AuditError, audit, check_auditable, inspect_file
+from pytest_quaero.core.audit import AUDIT_CRITERIA, AuditError, audit, check_auditable, inspect_file
 from pytest_quaero.core.queue import SCHEMA as QUEUE_SCHEMA
 from pytest_quaero.core.settings import Settings
 from pytest_quaero.core.store import SCHEMA as STORE_SCHEMA

@@ -10,14 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from pytest_quaero.core.baseline import (
-    BaselineError,
-    BaselineStore,
-    compare,
-    fingerprint,
-    parse_rules,
-    scenario_key,
-)
+from pytest_quaero.core.baseline import BaselineStore, fingerprint
+from pytest_quaero.core.comparison import BaselineError, compare, parse_rules, scenario_key
 from pytest_quaero.core.metrics import RunResult
 from pytest_quaero.core.results_json import build_document, machine_info, write_atomic
 
@@ -193,7 +187,8 @@ def test_cli_exits_1_on_a_regression_with_a_table(documents: tuple[Path, Path], 
     done = _cli("compare", str(old), str(new), "--fail=throughput:10%", cwd=tmp_path)
     assert done.returncode == 1, done.stderr
     assert "light-5x20: REGRESSION" in done.stdout
-    assert any(line.split()[:1] == ["throughput"] and line.rstrip().endswith("FAIL") for line in done.stdout.splitlines())
+    assert any(line.split()[:1] == ["throughput"] and line.rstrip().endswith("FAIL")
+               for line in done.stdout.splitlines())
 
 
 def test_cli_exits_0_within_limits(documents: tuple[Path, Path], tmp_path: Path) -> None:

@@ -57,7 +57,9 @@ def test_loads_contend_and_wal_and_checkpoints_are_recorded(tmp_path: Path, monk
     # The test process must never open the database file itself (POSIX locks would drop).
     monkeypatch.setattr(builtins, "open", spy_open)
     monkeypatch.setattr(os, "open", spy_os_open)
-    load = ContentionLoad.from_spec("writer:hold=40ms,every=100ms;reader:snapshot=10s;burst:producers=3,every=150ms,messages=30")
+    load = ContentionLoad.from_spec(
+        "writer:hold=40ms,every=100ms;reader:snapshot=10s;burst:producers=3,every=150ms,messages=30"
+    )
     result = run_scenario(Scenario("tiny", 3, 20, 30.0), FAST, run_dir=tmp_path, deadline=20.0,
                           sample_interval=0.05, disturbances=[load])
     monkeypatch.undo()
@@ -69,7 +71,8 @@ def test_loads_contend_and_wal_and_checkpoints_are_recorded(tmp_path: Path, monk
     assert set(kinds) == {"writer", "reader", "burst"}
     assert all(entry["pid"] not in (None, os.getpid()) for entry in info["loads"])  # each in its own process
     assert len({entry["pid"] for entry in info["loads"]}) == 3
-    assert kinds["writer"]["iterations"] >= 1 and kinds["writer"]["lock_held_seconds"] >= 0.04 * kinds["writer"]["iterations"] * 0.9
+    writer = kinds["writer"]
+    assert writer["iterations"] >= 1 and writer["lock_held_seconds"] >= 0.04 * writer["iterations"] * 0.9
     assert kinds["burst"]["messages"] >= 90
     assert kinds["reader"]["snapshot_seconds"] > 0
     # the reader's open snapshot starves the checkpoint while it runs; once it is gone, TRUNCATE works

@@ -56,7 +56,8 @@ def verdicts(run: subprocess.CompletedProcess[str], scenario: str) -> dict[str, 
     start = next(i for i, line in enumerate(lines) if line.startswith(f"quaero[{scenario}] ") and " x " in line)
     table: dict[str, str] = {}
     for line in lines[start + 2:]:
-        if not line.startswith("  ") or line.startswith("  database kept") or not line.rstrip().endswith(("PASS", "FAIL")):
+        if (not line.startswith("  ") or line.startswith("  database kept")
+                or not line.rstrip().endswith(("PASS", "FAIL"))):
             break
         table[re.split(r"\s{2,}", line.strip())[0]] = line.rstrip()[-4:]
     return table

@@ -10,18 +10,21 @@ from gallery.pools import endpoint_with
 from gallery.queues import DeleteOnReceiveQueue
 
 from pytest_quaero.core.criteria import Thresholds, evaluate
-from pytest_quaero.core.faults import FaultError, FaultPlan, check_faults, parse_faults
+from pytest_quaero.core.fault_spec import FaultError, check_faults, parse_faults
+from pytest_quaero.core.faults import FaultPlan
 from pytest_quaero.core.metrics import RunResult
-from pytest_quaero.core.pool import open_endpoint
 from pytest_quaero.core.run import run_scenario
 from pytest_quaero.core.scenarios import Scenario
 from pytest_quaero.core.settings import Settings
+from pytest_quaero.core.worker import open_endpoint
 
 SCENARIO = Scenario("tiny", 3, 20, 30.0)
 FAST = Settings().replace(job_time="2ms", stagger="20ms", poll_interval="10ms", visibility_timeout="500ms", workers=2)
 
 
-def run_with_faults(tmp_path: Path, spec: str, settings: Settings = FAST, endpoint_factory: Any = open_endpoint) -> RunResult:
+def run_with_faults(
+    tmp_path: Path, spec: str, settings: Settings = FAST, endpoint_factory: Any = open_endpoint
+) -> RunResult:
     plan = FaultPlan.from_spec(spec, total_jobs=SCENARIO.total_jobs, children=SCENARIO.children)
     result = run_scenario(
         SCENARIO, settings, run_dir=tmp_path, deadline=20.0, sample_interval=0.05, disturbances=[plan],
@@ -83,7 +86,8 @@ def test_thread_mode_survives_every_fault(tmp_path: Path) -> None:
 
 
 def test_process_mode_kill_is_a_real_sigkill_and_the_job_comes_back(tmp_path: Path) -> None:
-    result = run_with_faults(tmp_path, "kill-worker:after=10;restart-pool:after=40", FAST.replace(worker_mode="process"))
+    result = run_with_faults(tmp_path, "kill-worker:after=10;restart-pool:after=40",
+                             FAST.replace(worker_mode="process"))
     worker = injected(result, "kill-worker")
     assert worker["signal"] == "SIGKILL" and worker["mode"] == "process"
     assert worker["redelivered"] and worker["completed"]

@@ -21,7 +21,8 @@ FAST = Settings().replace(job_time="1ms", stagger="0ms", poll_interval="10ms", v
 
 def test_each_fix_maps_to_its_off_setting() -> None:
     off = disable(Settings(), list(FIXES))
-    assert (off.wal, off.busy_timeout_ms, off.retry_attempts, off.stagger, off.begin_immediate) == (False, 0, 1, 0.0, False)
+    assert (off.wal, off.busy_timeout_ms, off.retry_attempts, off.stagger, off.begin_immediate) == \
+        (False, 0, 1, 0.0, False)
     assert off.sources["busy_timeout_ms"] == "--quaero-disable"
     one = disable(Settings(), ["stagger"])
     assert one.stagger == 0.0 and one.wal is True and one.busy_timeout_ms == 10_000
@@ -81,7 +82,8 @@ def test_compare_fixes_fills_before_after_and_ablation(tmp_path: Path) -> None:
     assert without_timeout["delta_busy_errors"] == without_timeout["busy_errors"]
     assert not (tmp_path / "variants").exists()  # the variants' databases are gone
     lines = "\n".join(comparison_lines(after))
-    assert "all fixes off (before)" in lines and "without busy_timeout" in lines and "improvement: 100% eliminated" in lines
+    assert "all fixes off (before)" in lines and "without busy_timeout" in lines
+    assert "improvement: 100% eliminated" in lines
 
 
 def test_figures_of_a_run(tmp_path: Path) -> None:

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 # Imported before pytester's first in-process run, so the runs reuse them (see test_plugin.py).
-from pytest_quaero.core import baseline, contention, faults, fixes
-from pytest_quaero import gate, items, plugin  # noqa: F401
+from pytest_quaero import items, plugin  # noqa: F401
+from pytest_quaero.core import baseline, contention, faults, fixes, gate  # noqa: F401
 
 FAST = ("--quaero-job-time=1ms", "--quaero-stagger=50ms", "--quaero-poll-interval=20ms")
 RELAXED = ("--quaero-threshold=stagger_tolerance=400ms", "--quaero-threshold=min_throughput=1")
@@ -55,7 +55,8 @@ def test_a_regression_fails_the_regression_item_with_a_table(pytester: pytest.Py
     assert result.ret == pytest.ExitCode.TESTS_FAILED
     result.stdout.fnmatch_lines([
         "*_ quaero[[]light[]]::regression _*",
-        "quaero[[]light[]] Regression vs Baseline: measured throughput * vs 100000.0 jobs/s (-*%), required throughput:10%",
+        "quaero[[]light[]] Regression vs Baseline: measured throughput * vs 100000.0 jobs/s (-*%), "
+        "required throughput:10%",
         "metric*before*now*change*limit*status",
         "throughput*100000.0 jobs/s*>= 90000.0 jobs/s (-10%)*FAIL",
         "FAILED quaero[[]light[]]::regression - *",
@@ -137,8 +138,8 @@ def test_contention_is_reported(pytester: pytest.Pytester) -> None:
 
 
 def test_faults_add_a_fault_recovery_item(pytester: pytest.Pytester) -> None:
-    result = run_pytest(pytester, "--quaero-faults=kill-worker:after=20;kill-producer:parent=3,after=7;restart-pool:after=60",
-                        "--quaero-visibility-timeout=500ms", "-v")
+    spec = "kill-worker:after=20;kill-producer:parent=3,after=7;restart-pool:after=60"
+    result = run_pytest(pytester, f"--quaero-faults={spec}", "--quaero-visibility-timeout=500ms", "-v")
     result.assert_outcomes(passed=9)
     result.stdout.fnmatch_lines([
         "quaero[[]light[]]::fault_recovery PASSED*",
@@ -174,5 +175,6 @@ def test_xdist_workers_saving_at_once_lose_nothing(pytester: pytest.Pytester) ->
         "--quaero-save-baseline=shared.json", timeout=300,
     )
     result.assert_outcomes(passed=36)
-    keys = sorted(e["extra"]["baseline"]["key"] for e in json.loads((pytester.path / "shared.json").read_text())["results"])
+    saved = json.loads((pytester.path / "shared.json").read_text())
+    keys = sorted(e["extra"]["baseline"]["key"] for e in saved["results"])
     assert keys == [f"tiny{n}-2x5" for n in range(4)]

@@ -14,12 +14,15 @@ from pathlib import Path
 
 import pytest
 
-from pytest_quaero.core import criteria, harness, pool, protocols, run
+# Imported before pytester's first in-process run, so the runs reuse them (see test_plugin.py).
 from pytest_quaero import extension, items, plugin  # noqa: F401
+from pytest_quaero.core import criteria, harness, pool, protocols, run  # noqa: F401
 from pytest_quaero.core.criteria import CRITERIA
-from pytest_quaero.extension import PluginRef, WorkerHooks, _load, _ref_for
 from pytest_quaero.core.protocols import ProtocolError, check_queue, check_store
 from pytest_quaero.core.queue import Message, QueueCounts
+from pytest_quaero.spawned import PluginRef, WorkerHooks
+from pytest_quaero.spawned import load_plugin as _load
+from pytest_quaero.spawned import ref_for as _ref_for
 
 FAST = ("--quaero-job-time=1ms", "--quaero-stagger=100ms", "--quaero-poll-interval=50ms")
 RELAXED = ("--quaero-threshold=stagger_tolerance=400ms", "--quaero-threshold=min_throughput=1")
@@ -83,7 +86,7 @@ def test_a_marker_may_name_an_added_scenario(pytester: pytest.Pytester) -> None:
     [
         ('return [Scenario("light", 1, 1)]', ("scenario 'light' is already defined by the built-in scenarios",)),
         ('return [Scenario("Big Run", 1, 1)]', ("scenario name 'Big Run' is not allowed",)),
-        ('return ["tiny"]', ("returned 'tiny'", "pytest_quaero.core.scenarios.Scenario")),
+        ('return ["tiny"]', ("returned 'tiny'", "pytest_quaero.Scenario")),
         ('return {"tiny": 1}', ("returned dict", "return a list")),
     ],
 )

@@ -10,8 +10,8 @@ import pytest
 
 # Imported here, before pytester's first in-process run, so the runs below reuse these
 # modules instead of importing (and assertion-rewriting) the plugin afresh each time.
-from pytest_quaero.core import criteria, db, harness, metrics, pool, queue, run, store
 from pytest_quaero import fixtures, items, plugin  # noqa: F401
+from pytest_quaero.core import criteria, db, harness, metrics, pool, queue, run, store  # noqa: F401
 from pytest_quaero.core.criteria import CRITERIA
 
 #: keeps every run on a built-in scenario short: no simulated work to speak of, short stagger and polling
@@ -268,8 +268,8 @@ def test_quaeros_own_config_file_is_used(pytester: pytest.Pytester) -> None:
 
 def test_bad_marker_is_a_usage_error(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(test_m='import pytest\n\n@pytest.mark.quaero_scenario("nope")\ndef test_a():\n    pass\n')
-    assert_usage_error(run_pytest(pytester), "@pytest.mark.quaero_scenario on test_m.py::test_a", "unknown scenario 'nope'",
-                       "light, medium, heavy")
+    assert_usage_error(run_pytest(pytester), "@pytest.mark.quaero_scenario on test_m.py::test_a",
+                       "unknown scenario 'nope'", "light, medium, heavy")
 
 
 def test_bad_marker_setting_is_a_usage_error(pytester: pytest.Pytester) -> None:
@@ -281,7 +281,9 @@ def test_bad_marker_setting_is_a_usage_error(pytester: pytest.Pytester) -> None:
 
 
 def test_marker_with_an_unknown_setting(pytester: pytest.Pytester) -> None:
-    pytester.makepyfile(test_m="import pytest\n\n@pytest.mark.quaero_scenario('light', wokers=2)\ndef test_a():\n    pass\n")
+    pytester.makepyfile(
+        test_m="import pytest\n\n@pytest.mark.quaero_scenario('light', wokers=2)\ndef test_a():\n    pass\n"
+    )
     assert_usage_error(run_pytest(pytester), "unknown setting 'wokers'")
 
 

@@ -11,10 +11,12 @@ from typing import Any
 import pytest
 
 from pytest_quaero.core import db
-from pytest_quaero.core.pool import Job, JobContext, SimulatedWork, WorkerPool, decode_job, encode_job, open_endpoint
+from pytest_quaero.core.jobs import Job, JobContext, SimulatedWork, decode_job, encode_job
+from pytest_quaero.core.pool import WorkerPool
 from pytest_quaero.core.queue import Message, Queue
 from pytest_quaero.core.settings import Settings
 from pytest_quaero.core.store import JobStore
+from pytest_quaero.core.worker import open_endpoint
 
 FAST = dict(workers=2, stagger="100ms", job_time="1ms", poll_interval="50ms", visibility_timeout="300ms")
 
@@ -37,7 +39,9 @@ def _seed(conn: sqlite3.Connection, settings: Settings, children: int) -> list[s
     return ids
 
 
-def _drain(pool: WorkerPool, until: Callable[[list[tuple[Any, ...]]], bool], timeout: float = 30) -> list[tuple[Any, ...]]:
+def _drain(
+    pool: WorkerPool, until: Callable[[list[tuple[Any, ...]]], bool], timeout: float = 30
+) -> list[tuple[Any, ...]]:
     events: list[tuple[Any, ...]] = []
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

@@ -11,8 +11,8 @@ import pytest
 from reportkit import FAST
 
 from pytest_quaero.core.metrics import RunResult
-from pytest_quaero.report.progress import PLAIN_INTERVAL, ProgressDisplay, choose_mode, format_progress
 from pytest_quaero.core.run import Progress
+from pytest_quaero.report.progress import PLAIN_INTERVAL, ProgressDisplay, choose_mode, format_progress
 
 # the shared report runs (fixtures report_runs, report_store)
 pytest_plugins = ["reportkit"]

@@ -33,7 +33,7 @@ def _row(conn: sqlite3.Connection, message_id: str) -> dict[str, Any]:
     cursor = conn.execute("select * from goqite where id = ?", (message_id,))
     row = cursor.fetchone()
     assert row is not None, message_id
-    return dict(zip([d[0] for d in cursor.description], row))
+    return dict(zip([d[0] for d in cursor.description], row, strict=True))
 
 
 def _parse(stamp: str) -> datetime:
@@ -349,7 +349,7 @@ def test_racing_receivers_never_share_a_message(path: Path, make_queue: Callable
             barrier.wait(30)
             while (message := queue.receive()) is not None:
                 got[index].append(message.id)
-        except BaseException as exc:  # pragma: no cover - reported below
+        except BaseException as exc:  # noqa: BLE001 - any failure in the thread is the test's  # pragma: no cover
             errors.append(exc)
         finally:
             conn.close()

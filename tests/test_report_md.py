@@ -17,9 +17,9 @@ from reportkit import (
 )
 
 from pytest_quaero.core.metrics import RunResult
-from pytest_quaero.report.markdown import LINEAR_MIN_FACTOR, ReportContext, render, step_summary
 from pytest_quaero.core.results_json import results_from
 from pytest_quaero.core.settings import Settings
+from pytest_quaero.report.markdown import LINEAR_MIN_FACTOR, ReportContext, render, step_summary
 
 TEMPLATE_ROWS = ["Total Jobs Created", "Execution Time", "SQLITE_BUSY Errors", "Queue Deletion Success Rate",
                  "Hierarchy Integrity", "Job Completion Rate", "Worker Staggering", "Throughput"]
@@ -218,7 +218,8 @@ def _render(results: list[RunResult]) -> str:
 
 def test_approval_needs_every_template_scenario_passing(report_runs) -> None:
     light = _real(report_runs)
-    runs = [light, _resized(light, "medium", 10, 50, light.throughput), _resized(light, "heavy", 15, 100, light.throughput)]
+    runs = [light, _resized(light, "medium", 10, 50, light.throughput),
+            _resized(light, "heavy", 15, 100, light.throughput)]
     text = _render(runs)
     assert "**Status:** ✅ **APPROVED FOR PRODUCTION**" in text
     assert "Linear scaling achieved: YES" in text
@@ -226,7 +227,7 @@ def test_approval_needs_every_template_scenario_passing(report_runs) -> None:
     assert placeholders(text) == []
     failing = dataclasses.replace(runs[2], verdicts=[dict(v, passed=False) if v["criterion"] == "throughput" else v
                                                      for v in runs[2].verdicts])
-    text = _render(runs[:2] + [failing])
+    text = _render([*runs[:2], failing])
     assert "APPROVED FOR PRODUCTION" not in text and "NOT APPROVED" in text and "heavy Throughput" in text
 
 
@@ -276,10 +277,13 @@ def test_compare_fixes_session_fills_before_and_after(pytester: pytest.Pytester)
 
 def test_a_retry_in_the_log_is_quoted(report_runs) -> None:
     light = _real(report_runs)
-    lines = ["[2025-11-02T21:13:59.000Z] WARN  JobWorker-1 Database busy (SQLITE_BUSY) on save_job x, retrying in 100ms",
-             "[2025-11-02T21:13:59.100Z] INFO  JobWorker-1 Retry attempt 2/5 for save_job x",
-             "[2025-11-02T21:13:59.101Z] INFO  JobWorker-1 Successfully completed save_job x after retry"]
-    retried = dataclasses.replace(light, log_excerpts={**light.log_excerpts, "retry": lines, "retry_outcome": "succeeded"})
+    lines = [
+        "[2025-11-02T21:13:59.000Z] WARN  JobWorker-1 Database busy (SQLITE_BUSY) on save_job x, retrying in 100ms",
+        "[2025-11-02T21:13:59.100Z] INFO  JobWorker-1 Retry attempt 2/5 for save_job x",
+        "[2025-11-02T21:13:59.101Z] INFO  JobWorker-1 Successfully completed save_job x after retry",
+    ]
+    retried = dataclasses.replace(light, log_excerpts={**light.log_excerpts, "retry": lines,
+                                                       "retry_outcome": "succeeded"})
     body = section(_render([retried]), "#### Successful Retry Operation")
     assert "None happened" not in body and all(line in body for line in lines)
 
@@ -320,7 +324,8 @@ def test_log_excerpts_pick_a_successful_retry_from_interleaved_lines(tmp_path) -
         "[2025-11-02T21:13:59.001Z] WARN  JobWorker-1 Database busy (SQLITE_BUSY) on save_job b, retrying in 100ms",
         "[2025-11-02T21:13:59.100Z] INFO  JobWorker-2 Retry attempt 2/2 for queue_delete a",
         "[2025-11-02T21:13:59.101Z] INFO  JobWorker-1 Retry attempt 2/5 for save_job b",
-        "[2025-11-02T21:13:59.102Z] ERROR JobWorker-2 Database busy (SQLITE_BUSY) on queue_delete a, giving up after 2 attempts",
+        "[2025-11-02T21:13:59.102Z] ERROR JobWorker-2 Database busy (SQLITE_BUSY) on queue_delete a, "
+        "giving up after 2 attempts",
         "[2025-11-02T21:13:59.103Z] INFO  JobWorker-1 Successfully completed save_job b after retry",
         "[2025-11-02T21:13:59.501Z] INFO  JobWorker-2 Worker 2 started successfully (501ms after pool start)",
     ]) + "\n")

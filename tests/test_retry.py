@@ -324,10 +324,9 @@ def test_transaction_commits(db_file: Path) -> None:
 
 def test_transaction_rolls_back_on_error(db_file: Path) -> None:
     conn = _open(db_file)
-    with pytest.raises(RuntimeError):
-        with transaction(conn):
-            conn.execute("insert into t (v) values ('lost')")
-            raise RuntimeError("boom")
+    with pytest.raises(RuntimeError), transaction(conn):
+        conn.execute("insert into t (v) values ('lost')")
+        raise RuntimeError("boom")
     assert not conn.in_transaction
     assert conn.execute("select count(*) from t where v = 'lost'").fetchone()[0] == 0
     # the write lock is free again: another writer gets it at once
@@ -340,10 +339,9 @@ def test_transaction_rolls_back_on_error(db_file: Path) -> None:
 
 def test_transaction_rolls_back_on_sqlite_error(db_file: Path) -> None:
     conn = _open(db_file)
-    with pytest.raises(sqlite3.IntegrityError):
-        with transaction(conn):
-            conn.execute("insert into t (id, v) values (50, 'first')")
-            conn.execute("insert into t (id, v) values (50, 'again')")
+    with pytest.raises(sqlite3.IntegrityError), transaction(conn):
+        conn.execute("insert into t (id, v) values (50, 'first')")
+        conn.execute("insert into t (id, v) values (50, 'again')")
     assert not conn.in_transaction
     assert conn.execute("select count(*) from t where id = 50").fetchone()[0] == 0
     conn.close()
@@ -352,9 +350,8 @@ def test_transaction_rolls_back_on_sqlite_error(db_file: Path) -> None:
 def test_transaction_immediate_takes_the_write_lock_up_front(
     holder: sqlite3.Connection, writer: sqlite3.Connection
 ) -> None:
-    with pytest.raises(sqlite3.OperationalError) as info:
-        with transaction(writer, immediate=True):
-            pass
+    with pytest.raises(sqlite3.OperationalError) as info, transaction(writer, immediate=True):
+        pass
     assert classify(info.value) == "SQLITE_BUSY"
     assert not writer.in_transaction
     # a deferred BEGIN does not ask for the lock yet, and a WAL read goes through

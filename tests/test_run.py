@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 
 from pytest_quaero.core.criteria import evaluate, thresholds_for
+from pytest_quaero.core.jobs import Job, JobContext
 from pytest_quaero.core.metrics import RunResult
-from pytest_quaero.core.pool import Job, JobContext
 from pytest_quaero.core.run import PHASES, RunError, run_scenario
 from pytest_quaero.core.scenarios import Scenario
 from pytest_quaero.core.settings import Settings
@@ -46,7 +46,7 @@ def _children(db_path: str) -> list[dict[str, Any]]:
     try:
         cursor = conn.execute("select * from crawl_jobs order by id")
         names = [d[0] for d in cursor.description]
-        return [dict(zip(names, row)) for row in cursor.fetchall()]
+        return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
     finally:
         conn.close()
 
@@ -256,7 +256,7 @@ class _CountBeforeProducersFinish:
     def __call__(self, db_path: str, settings: Settings) -> Any:
         import threading
 
-        from pytest_quaero.core.pool import open_endpoint
+        from pytest_quaero.core.worker import open_endpoint
 
         endpoint = open_endpoint(db_path, settings)
         gate = self

@@ -6,15 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from pytest_quaero.core.settings import (
-    FIELDS,
-    Settings,
-    SettingsError,
-    format_duration,
-    parse_duration,
-    resolve,
-    to_toml,
-)
+from pytest_quaero.core.fields import FIELDS, SettingsError, format_duration, parse_duration
+from pytest_quaero.core.settings import Settings, resolve, to_toml
 
 # ---------------------------------------------------------------- durations
 
@@ -305,7 +298,7 @@ def test_bad_cli_value_names_option_source_and_allowed(cli: dict[str, str], opti
     with pytest.raises(SettingsError) as info:
         resolve(cli, {}, {})
     message = str(info.value)
-    name, value = next(iter(cli.items()))
+    value = next(iter(cli.values()))
     assert message.startswith(f"{option}={value} (command line)")
     assert f"invalid value for {option}" in message
     assert "allowed: " in message and allowed in message
@@ -337,7 +330,7 @@ def test_bad_toml_value_names_file_section_and_key(tmp_path: Path) -> None:
 def test_toml_boolean_is_not_a_number(tmp_path: Path) -> None:
     config = tmp_path / "quaero.toml"
     config.write_text("[queue]\nconcurrency = true\n")
-    with pytest.raises(SettingsError, match="concurrency = true in .queue."):
+    with pytest.raises(SettingsError, match=r"concurrency = true in .queue."):
         resolve({}, {}, {}, config_file=str(config))
 
 

@@ -16,6 +16,9 @@ from pathlib import Path
 #: the machinery of a run: imported by the fixtures and the scenario items when they run
 HEAVY_QUAERO = (
     "pytest_quaero.core.pool",
+    "pytest_quaero.core.worker",
+    "pytest_quaero.core.seed",
+    "pytest_quaero.core.monitor",
     "pytest_quaero.core.run",
     "pytest_quaero.core.queue",
     "pytest_quaero.core.store",
@@ -51,9 +54,15 @@ def _empty_project(tmp_path: Path) -> Path:
 def test_importing_the_plugin_module_imports_nothing_heavy(tmp_path: Path) -> None:
     loaded = _loaded("import pytest_quaero.plugin", tmp_path)
     assert [m for m in loaded if m in HEAVY_QUAERO or m in HEAVY_STDLIB] == [], loaded
-    # plugin, its fixtures and settings (the option table): nothing of the run machinery
-    assert set(loaded) <= {"pytest_quaero", "pytest_quaero.plugin", "pytest_quaero.fixtures",
-                           "pytest_quaero.core", "pytest_quaero.core.settings"}, loaded
+    # the wiring (plugin, options, marker, fixtures, session, hookspecs and their trylast defaults) and
+    # the two light core modules it needs (settings, for the option table; scenarios, for the marker):
+    # nothing of the run machinery
+    assert set(loaded) <= {
+        "pytest_quaero", "pytest_quaero.plugin", "pytest_quaero.fixtures", "pytest_quaero.options",
+        "pytest_quaero.markers", "pytest_quaero.session", "pytest_quaero.hookspecs", "pytest_quaero.defaults",
+        "pytest_quaero.core", "pytest_quaero.core.settings", "pytest_quaero.core.fields",
+        "pytest_quaero.core.scenarios",
+    }, loaded
 
 
 def test_p_no_quaero_disables_the_plugin_entirely(tmp_path: Path) -> None:

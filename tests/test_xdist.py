@@ -15,8 +15,9 @@ import pytest
 
 pytest.importorskip("xdist")
 
-from pytest_quaero.core.metrics import RunResult, WorkerRecord  # noqa: E402
-from pytest_quaero.xdist.support import QuaeroScheduling, merge_results, overlap_verdict  # noqa: E402
+from pytest_quaero.core.metrics import RunResult, WorkerRecord
+from pytest_quaero.xdist.merge import merge_results, overlap_verdict
+from pytest_quaero.xdist.scheduling import QuaeroScheduling
 
 FAST = ("--quaero-job-time=1ms", "--quaero-stagger=100ms", "--quaero-poll-interval=50ms")
 RELAXED = ("--quaero-threshold=stagger_tolerance=400ms", "--quaero-threshold=min_throughput=1")
@@ -169,7 +170,7 @@ def test_scheduler_keeps_a_scenario_together_and_splits_other_tests() -> None:
     collection = ["test_a.py::test_1", "test_a.py::test_2"] + [f"quaero[light]::c{i}" for i in range(8)]
     sched, a, b = scheduler(collection)
     sched.schedule()
-    assert {sched._split_scope(nodeid) for nodeid in collection} == {"test_a.py::test_1", "test_a.py::test_2",
+    assert {sched.scope_of(nodeid) for nodeid in collection} == {"test_a.py::test_1", "test_a.py::test_2",
                                                                     "quaero[light]"}
     quaero_on = [node for node in (a, b) if any(n.startswith("quaero") for n in sent(node, collection))]
     assert len(quaero_on) == 1 and len([n for n in sent(quaero_on[0], collection) if n.startswith("quaero")]) == 8
@@ -199,6 +200,44 @@ def test_scheduler_gives_a_dead_workers_shard_to_another() -> None:
     assert sorted(sent(a, collection)) == collection
 
 
+def test_scheduler_hands_a_crashed_workers_scope_to_its_replacement() -> None:
+    collection = ["test_a.py::test_1"] + [f"quaero[tiny]::c{i}" for i in range(4)]
+    sched, a, b = scheduler(collection)
+    sched.schedule()
+    assert sent(a, collection) == ["test_a.py::test_1"] and a.shutting_down  # nothing more it may take
+    assert sched.remove_node(b) == "quaero[tiny]::c0"  # type: ignore[arg-type]  # b crashed
+    replacement = FakeNode("gw2")
+    sched.add_node(replacement)  # type: ignore[arg-type]
+    sched.mark_test_complete(a, 0)  # type: ignore[arg-type]  # no work for a worker still collecting
+    assert replacement.sent == [] and not sched.tests_finished
+    sched.add_node_collection(replacement, collection)  # type: ignore[arg-type]
+    sched.schedule()
+    # the item that crashed its worker is reported failed by xdist, not run again
+    assert sent(replacement, collection) == [f"quaero[tiny]::c{i}" for i in range(1, 4)]
+
+
+def test_a_replacement_worker_gets_two_items_so_it_starts_running() -> None:
+    collection = [f"test_a.py::test_{i}" for i in range(6)]
+    sched, a, b = scheduler(collection)
+    sched.schedule()
+    assert sent(b, collection) == ["test_a.py::test_1", "test_a.py::test_3"]
+    a.shutdown()  # say it was told to finish
+    assert sched.remove_node(b) == "test_a.py::test_1"  # type: ignore[arg-type]  # b crashed
+    replacement = FakeNode("gw2")
+    sched.add_node(replacement)  # type: ignore[arg-type]
+    sched.add_node_collection(replacement, collection)  # type: ignore[arg-type]
+    sched.schedule()
+    # a worker runs an item only once it holds the next one (or is shut down)
+    assert sent(replacement, collection) == ["test_a.py::test_4", "test_a.py::test_5"]
+    assert list(sched.workqueue) == ["test_a.py::test_3"]
+
+
+def test_scheduler_has_every_member_of_xdists_scheduler_protocol() -> None:
+    protocol = pytest.importorskip("xdist.scheduler.protocol").Scheduling
+    members = {name for name in vars(protocol) if not name.startswith("_")}
+    assert members and not {name for name in members if not hasattr(QuaeroScheduling, name)}
+
+
 @pytest.mark.parametrize(("fallback", "scope"), [
     ("load", "tests/test_x.py::TestA::test_1"),
     ("loadscope", "tests/test_x.py::TestA"),
@@ -206,8 +245,8 @@ def test_scheduler_gives_a_dead_workers_shard_to_another() -> None:
 ])
 def test_scheduler_groups_other_tests_as_the_dist_mode_does(fallback: str, scope: str) -> None:
     sched, _, _ = scheduler([], fallback)
-    assert sched._split_scope("tests/test_x.py::TestA::test_1") == scope
-    assert sched._split_scope("quaero[heavy]::throughput") == "quaero[heavy]"
+    assert sched.scope_of("tests/test_x.py::TestA::test_1") == scope
+    assert sched.scope_of("quaero[heavy]::throughput") == "quaero[heavy]"
 
 
 # ---------------------------------------------------------------- merging shard results

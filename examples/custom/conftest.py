@@ -14,9 +14,7 @@ import os
 import threading
 import time
 
-from pytest_quaero.core import db
-from pytest_quaero.core.criteria import Criterion, Verdict
-from pytest_quaero.core.scenarios import Scenario
+from pytest_quaero import Criterion, Scenario, Verdict, connect
 
 # ---------------------------------------------------------------- a job handler of our own
 
@@ -27,7 +25,7 @@ def _connection(context):
     # One connection per worker thread (or process), opened with the run's pragmas.
     conn = getattr(_local, "conn", None)
     if conn is None or getattr(_local, "path", None) != context.db_path:
-        conn = _local.conn = db.connect(context.db_path, context.settings)
+        conn = _local.conn = connect(context.db_path, context.settings)
         _local.path = context.db_path
         conn.execute("create table if not exists pages (job_id text primary key, url text, worker text, "
                       "fetched_at real)")

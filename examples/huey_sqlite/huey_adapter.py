@@ -20,7 +20,7 @@ import os
 
 from huey import SqliteHuey
 
-from pytest_quaero.core.queue import Message, QueueCounts
+from pytest_quaero import Message, QueueCounts
 
 
 def crawl(body: str) -> None:

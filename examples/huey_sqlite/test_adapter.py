@@ -2,7 +2,7 @@
 
 from huey_adapter import HueyAdapter
 
-from pytest_quaero.core.protocols import check_queue
+from pytest_quaero import check_queue
 
 
 def test_adapter_meets_the_contract(tmp_path):

@@ -21,7 +21,7 @@ import sqlite3
 import persistqueue
 from persistqueue.sqlackqueue import AckStatus
 
-from pytest_quaero.core.queue import Message, QueueCounts
+from pytest_quaero import Message, QueueCounts
 
 
 class PersistQueueAdapter:

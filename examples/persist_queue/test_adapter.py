@@ -2,7 +2,7 @@
 
 from persist_queue_adapter import PersistQueueAdapter
 
-from pytest_quaero.core.protocols import check_queue
+from pytest_quaero import check_queue
 
 
 def test_adapter_meets_the_contract(tmp_path):

@@ -40,18 +40,25 @@ lands in ``result.extra["contention"]``:
 from __future__ import annotations
 
 import contextlib
+import multiprocessing
 import os
 import re
+import sqlite3
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from multiprocessing.connection import Connection
+from multiprocessing.process import BaseProcess
+from multiprocessing.synchronize import Event as ProcessEvent
+from typing import Any
 
-from pytest_quaero.core.settings import Settings, parse_duration
-
-if TYPE_CHECKING:
-    from pytest_quaero.core.disturbance import RunContext
-    from pytest_quaero.core.metrics import RunResult
+from pytest_quaero.core import db
+from pytest_quaero.core.disturbance import RunContext, split_spec
+from pytest_quaero.core.fields import parse_duration
+from pytest_quaero.core.metrics import RunResult
+from pytest_quaero.core.retry import classify
+from pytest_quaero.core.settings import Settings
 
 __all__ = ["ContentionError", "ContentionLoad", "LoadSpec", "parse_contention"]
 
@@ -81,8 +88,6 @@ class LoadSpec:
 
 def parse_contention(text: str, *, option: str = "--quaero-contention") -> list[LoadSpec]:
     """``'writer:hold=200ms,every=1s;reader:snapshot=5s'`` -> load specs."""
-    from pytest_quaero.core.disturbance import split_spec
-
     def settings_help(kind: str) -> str:
         return ", ".join(k + "=" + ("DURATION" if t == "d" else "N") for k, (_, t) in _KINDS[kind].items())
 
@@ -125,7 +130,7 @@ def _load_settings(settings: Settings) -> Settings:
     return settings.replace(source="contention load", busy_timeout_ms=max(settings.busy_timeout_ms, 5000))
 
 
-def _load_main(spec: LoadSpec, channel: Any, stop: Any) -> None:
+def _load_main(spec: LoadSpec, channel: Connection[Any, Any], stop: ProcessEvent) -> None:
     """Body of one load process: wait for the database, connect, say ready, disturb until stopped, report.
 
     The process is spawned before the run starts its clock and told which database to
@@ -135,14 +140,9 @@ def _load_main(spec: LoadSpec, channel: Any, stop: Any) -> None:
     if message[0] != "go":
         return
     _, db_path, settings = message
-    import sqlite3
-
-    from pytest_quaero.core import db
-    from pytest_quaero.core.retry import classify
-
     stats: dict[str, Any] = {"kind": spec.kind, "params": spec.params, "pid": os.getpid(), "iterations": 0,
-                             "busy_errors": 0, "lock_held_seconds": 0.0, "lock_wait_seconds": 0.0, "snapshot_seconds": 0.0,
-                             "messages": 0, "errors": []}
+                             "busy_errors": 0, "lock_held_seconds": 0.0, "lock_wait_seconds": 0.0,
+                             "snapshot_seconds": 0.0, "messages": 0, "errors": []}
     lock = threading.Lock()
 
     def failed(exc: BaseException) -> None:
@@ -189,12 +189,9 @@ def _load_main(spec: LoadSpec, channel: Any, stop: Any) -> None:
                 stats["iterations"] += 1
             except sqlite3.Error as exc:
                 failed(exc)
-            if spec.kind == "reader":
-                pause = spec.params["gap"]
-            else:
-                pause = spec.params["every"] - (time.monotonic() - began)
+            pause = spec.params["gap"] if spec.kind == "reader" else spec.params["every"] - (time.monotonic() - began)
             stop.wait(max(0.0, pause))
-    except Exception as exc:  # reported to the run, which records it; never a silent death
+    except Exception as exc:  # noqa: BLE001 - whatever ends the load is reported to the run, never a silent death
         stats["errors"].append(f"load crashed: {type(exc).__name__}: {exc}")
     finally:
         conn.close()
@@ -204,11 +201,8 @@ def _load_main(spec: LoadSpec, channel: Any, stop: Any) -> None:
         channel.send(("done", stats))
 
 
-def _burst(db_path: str, settings: Settings, spec: LoadSpec, stats: dict[str, Any], failed: Any) -> None:
-    import sqlite3
-
-    from pytest_quaero.core import db
-
+def _burst(db_path: str, settings: Settings, spec: LoadSpec, stats: dict[str, Any],
+           failed: Callable[[BaseException], None]) -> None:
     def produce() -> None:
         try:
             conn = db.connect(db_path, settings)
@@ -245,19 +239,15 @@ def wal_size(db_path: str) -> int:
 
 def checkpoint(db_path: str, settings: Settings, wait_ms: int) -> dict[str, Any]:
     """``PRAGMA wal_checkpoint(TRUNCATE)`` on a connection of its own, waiting at most ``wait_ms``."""
-    import sqlite3
-
-    from pytest_quaero.core import db
-
     started = time.monotonic()
     try:
         conn = db.connect(db_path, settings)
     except sqlite3.Error as exc:
         return {"error": f"{type(exc).__name__}: {exc}"}
     try:
-        conn.execute(f"PRAGMA busy_timeout = {int(wait_ms)}")
-        busy, log_frames, done = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
-        return {"busy": int(busy), "log_frames": int(log_frames), "checkpointed_frames": int(done),
+        db.set_busy_timeout(conn, wait_ms)
+        busy, log_frames, done = db.wal_checkpoint(conn)
+        return {"busy": busy, "log_frames": log_frames, "checkpointed_frames": done,
                 "seconds": round(time.monotonic() - started, 4), "wal_bytes": wal_size(db_path)}
     except sqlite3.Error as exc:
         return {"error": f"{type(exc).__name__}: {exc}", "seconds": round(time.monotonic() - started, 4)}
@@ -276,8 +266,8 @@ class ContentionLoad:
     #: longest the under-load checkpoint may wait for readers, milliseconds
     checkpoint_wait_ms: int = 1000
     _run: RunContext | None = field(default=None, repr=False)
-    _processes: list[tuple[LoadSpec, Any, Any]] = field(default_factory=list, repr=False)
-    _stop: Any = field(default=None, repr=False)
+    _processes: list[tuple[LoadSpec, BaseProcess, Connection[Any, Any]]] = field(default_factory=list, repr=False)
+    _stop: ProcessEvent | None = field(default=None, repr=False)
     _sampler: threading.Thread | None = field(default=None, repr=False)
     _sampling: threading.Event = field(default_factory=threading.Event, repr=False)
     _samples: list[list[float]] = field(default_factory=list, repr=False)
@@ -296,14 +286,12 @@ class ContentionLoad:
         """
         if self._processes:
             return
-        import multiprocessing
-
         context = multiprocessing.get_context("spawn")
-        self._stop = context.Event()
+        stop = self._stop = context.Event()
         try:
             for load in self.loads:
                 parent_end, child_end = context.Pipe(duplex=True)
-                process = context.Process(target=_load_main, args=(load, child_end, self._stop),
+                process = context.Process(target=_load_main, args=(load, child_end, stop),
                                           name=f"quaero-contention-{load.kind}", daemon=True)
                 process.start()
                 child_end.close()
@@ -353,8 +341,10 @@ class ContentionLoad:
         if run is None:
             return
         try:
-            under_load = checkpoint(run.db_path, run.settings, min(run.settings.busy_timeout_ms, self.checkpoint_wait_ms))
-            self._stop.set()
+            wait_ms = min(run.settings.busy_timeout_ms, self.checkpoint_wait_ms)
+            under_load = checkpoint(run.db_path, run.settings, wait_ms)
+            if self._stop is not None:
+                self._stop.set()
             for load, process, channel in self._processes:
                 limit = load.params.get("hold", 0) + load.params.get("snapshot", 0) + 30
                 stats: dict[str, Any] = {"kind": load.kind, "params": load.params, "pid": process.pid,
@@ -378,7 +368,7 @@ class ContentionLoad:
             run.mark("contention_stopped", label="Contention loads stopped; WAL checkpointed")
             self._report["checkpoint_under_load"] = under_load
             self._report["checkpoint_after"] = after
-        except Exception as exc:  # a disturbance reports its own failure; it never breaks the run
+        except Exception as exc:  # noqa: BLE001 - a disturbance reports its own failure; it never breaks the run
             self._report["errors"].append(f"{type(exc).__name__}: {exc}")
         finally:
             self._sampling.set()

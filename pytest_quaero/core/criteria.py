@@ -13,9 +13,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from pytest_quaero.core.fields import SettingsError, format_duration, parse_duration
 from pytest_quaero.core.metrics import RunResult
 from pytest_quaero.core.scenarios import Scenario
-from pytest_quaero.core.settings import SettingsError, format_duration, parse_duration
 
 __all__ = ["CRITERIA", "Criterion", "Thresholds", "Verdict", "evaluate", "thresholds_for"]
 
@@ -80,7 +80,9 @@ def thresholds_for(
         for key, raw in overrides.get(scope, {}).items():
             parser = _THRESHOLD_PARSERS.get(key)
             origin = (sources or {}).get(f"{scope}.{key}")
-            where = f"threshold {'' if scope == '*' else scope + '.'}{key} = {raw!r}" + (f" ({origin})" if origin else "")
+            where = f"threshold {'' if scope == '*' else scope + '.'}{key} = {raw!r}"
+            if origin:
+                where += f" ({origin})"
             if parser is None:
                 raise SettingsError(f"{where}: unknown criterion threshold; allowed: {', '.join(_THRESHOLD_PARSERS)}.")
             try:
@@ -192,7 +194,8 @@ def _completion(r: RunResult, t: Thresholds) -> Verdict:
     detail = f"{r.jobs_failed} failed" if r.jobs_failed else ""
     return Verdict("completion_rate", "Job Completion Rate",
                    f"{r.completion_rate:.1f}% ({r.jobs_completed}/{r.total_jobs})",
-                   f">= {t.min_completion_rate:g}%", r.completion_rate >= t.min_completion_rate, r.completion_rate, detail)
+                   f">= {t.min_completion_rate:g}%", r.completion_rate >= t.min_completion_rate, r.completion_rate,
+                   detail)
 
 
 def _stagger(r: RunResult, t: Thresholds) -> Verdict:

@@ -14,9 +14,21 @@ import sqlite3
 from dataclasses import dataclass
 from typing import Any
 
+from pytest_quaero.core import observe
 from pytest_quaero.core.settings import Settings
 
-__all__ = ["DatabaseError", "Pragmas", "connect", "prepare", "read_pragmas", "verify"]
+__all__ = [
+    "DatabaseError",
+    "Pragmas",
+    "conn_path",
+    "connect",
+    "prepare",
+    "read_pragmas",
+    "set_busy_timeout",
+    "set_cache_size",
+    "verify",
+    "wal_checkpoint",
+]
 
 
 class DatabaseError(RuntimeError):
@@ -46,8 +58,10 @@ class Pragmas:
 _SYNCHRONOUS_NAMES = {0: "OFF", 1: "NORMAL", 2: "FULL", 3: "EXTRA"}
 
 
-def connect(path: str | os.PathLike[str], settings: Settings, *, read_only: bool = False) -> sqlite3.Connection:
-    """Open a connection with the settings' pragmas applied.
+def connect(
+    path: str | os.PathLike[str], settings: Settings, *, read_only: bool = False, origin: str = "plugin"
+) -> sqlite3.Connection:
+    """Open a connection with the settings' pragmas applied, observed by the run in progress.
 
     ``isolation_level=None`` leaves transactions to the caller: every multi-statement
     write says ``BEGIN IMMEDIATE`` (or ``BEGIN`` when that fix is disabled) itself,
@@ -63,12 +77,45 @@ def connect(path: str | os.PathLike[str], settings: Settings, *, read_only: bool
     conn.execute(f"PRAGMA busy_timeout = {int(settings.busy_timeout_ms)}")
     conn.execute(f"PRAGMA synchronous = {settings.synchronous}")
     conn.execute(f"PRAGMA cache_size = {-int(settings.cache_size_mb) * 1024}")
+    if observe.is_observing():
+        # read back, not taken from the settings: the run reports what the connection really runs with
+        pragmas = read_pragmas(conn)
+        observe.record(origin, pragmas.busy_timeout_ms, pragmas.journal_mode, pragmas.synchronous)
     return conn
+
+
+def open_connection(db_path: str | os.PathLike[str], settings: Settings) -> sqlite3.Connection:
+    """A connection with the run's pragmas that the run observes like its own (``pytest_quaero.connect``).
+
+    For code under test that opens connections of its own (a job handler writing its own
+    table, a library's connection): the caller closes it.
+    """
+    return connect(db_path, settings, origin="user")
+
+
+def set_busy_timeout(conn: sqlite3.Connection, milliseconds: int) -> None:
+    """Let ``conn`` wait ``milliseconds`` for a lock instead of what :func:`connect` set from the settings."""
+    conn.execute(f"PRAGMA busy_timeout = {int(milliseconds)}")
+
+
+def set_cache_size(conn: sqlite3.Connection, kib: int) -> None:
+    """Give ``conn`` a page cache of ``kib`` KiB instead of what :func:`connect` set from the settings."""
+    conn.execute(f"PRAGMA cache_size = {-int(kib)}")
+
+
+def wal_checkpoint(conn: sqlite3.Connection) -> tuple[int, int, int]:
+    """``PRAGMA wal_checkpoint(TRUNCATE)``: ``(busy, log_frames, checkpointed_frames)`` as SQLite returns them.
+
+    ``busy`` is 1 when a reader's snapshot or a writer kept the checkpoint from finishing
+    within the connection's busy_timeout.
+    """
+    busy, log_frames, done = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+    return int(busy), int(log_frames), int(done)
 
 
 def prepare(path: str | os.PathLike[str], settings: Settings) -> Pragmas:
     """Set the persistent journal mode once and return the pragmas read back."""
-    conn = connect(path, settings)
+    conn = connect(path, settings, origin="setup")  # before the journal mode is set: told apart
     try:
         wanted = "wal" if settings.wal else "delete"
         current = conn.execute("PRAGMA journal_mode").fetchone()[0].lower()
@@ -107,5 +154,6 @@ def verify(conn: sqlite3.Connection, settings: Settings) -> Pragmas:
 
 
 def conn_path(conn: sqlite3.Connection) -> str:
+    """The file ``conn`` has open (as SQLite names it), or ``?``."""
     row = conn.execute("PRAGMA database_list").fetchone()
     return str(row[2]) if row else "?"

@@ -11,12 +11,11 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
-if TYPE_CHECKING:
-    from pytest_quaero.core.metrics import RunResult
-    from pytest_quaero.core.scenarios import Scenario
-    from pytest_quaero.core.settings import Settings
+from pytest_quaero.core.metrics import RunResult
+from pytest_quaero.core.scenarios import Scenario
+from pytest_quaero.core.settings import Settings
 
 __all__ = ["Disturbance", "RunContext", "split_spec"]
 

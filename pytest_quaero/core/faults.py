@@ -1,38 +1,15 @@
-"""Faults injected into a run: a worker killed mid-job, a producer killed mid-parent, a pool restart.
+"""Faults injected into a run: the plan of one ``--quaero-faults`` SPEC, fired and recorded.
 
-``--quaero-faults=SPEC`` is a ``;``-separated list of faults, each ``KIND[:KEY=VALUE,...]``::
-
-    kill-worker:after=25%        once 25% of the jobs are done, kill the worker that starts the
-                                 next job, while that job is in flight (after=N counts jobs;
-                                 at=DURATION triggers on time since the pool started instead)
-    kill-producer:parent=1,after=5
-                                 producer 1 dies inside the transaction of its 6th child, after
-                                 committing 5; a supervisor restarts it, and the restarted
-                                 producer must resume without creating anything twice
-    restart-pool:after=50%       stop every worker (each finishes its job) and start a new pool
-
-How each fault is made real:
-
-* **kill-worker**, process mode: the worker process is killed with SIGKILL while its job
-  is held in flight (the job's handler waits, up to ``hold``, to be killed). SQLite
-  releases the dead process's locks and discards its uncommitted frames; the message
-  comes back after the visibility timeout and another worker completes it. Thread mode
-  cannot kill a thread, so the worker's thread dies instead: the handler raises
-  :class:`WorkerKilled` (a ``BaseException``, which nothing in the worker catches).
-  Either way the message is redelivered only after ``--quaero-visibility-timeout``, so
-  use a short one (e.g. ``5s``) with this fault.
-* **kill-producer**: producers are threads of the run, so the kill is simulated where it
-  hurts: :class:`ProducerKilled` is raised between the child row's INSERT and its
-  message's INSERT, inside their shared transaction, which rolls back exactly as SQLite
-  discards a killed process's uncommitted frames. The dead producer's connection is
-  closed; a supervisor restarts the producer on a new connection, which walks the parent
-  from the start: what was committed must still be there, the killed child must not be
-  (half-committed), and everything missing is created once.
-* **restart-pool**: a graceful restart, as a deploy does it.
+The SPEC grammar is :mod:`pytest_quaero.core.fault_spec`; how each fault is made real is
+:mod:`pytest_quaero.core.fault_injectors`. A :class:`FaultPlan` is a
+:class:`~pytest_quaero.core.disturbance.Disturbance`: the run is started with its wrapped
+handler, endpoint factory and pool, and its driver thread fires each fault when its
+trigger (jobs done, or time) is reached.
 
 After every fault nothing may be lost or done twice: the gate's ``fault_recovery``
-item requires every fault injected, every job completed exactly once, the hierarchy
-intact and the queue drained. What happened is in ``result.extra["faults"]``:
+item (:func:`recovery_verdict`) requires every fault injected, every job completed
+exactly once, the hierarchy intact and the queue drained. What happened is in
+``result.extra["faults"]``:
 
 ``spec``
     the SPEC as given
@@ -50,24 +27,31 @@ intact and the queue drained. What happened is in ``result.extra["faults"]``:
 from __future__ import annotations
 
 import contextlib
-import os
-import re
 import shutil
 import sqlite3
 import tempfile
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from pytest_quaero.core.settings import Settings, parse_duration
-
-if TYPE_CHECKING:
-    from pytest_quaero.core.disturbance import RunContext
-    from pytest_quaero.core.metrics import RunResult
-    from pytest_quaero.core.pool import Endpoint, Job, JobContext, WorkerPool
+from pytest_quaero.core import db
+from pytest_quaero.core.criteria import Verdict
+from pytest_quaero.core.disturbance import RunContext
+from pytest_quaero.core.fault_injectors import (
+    FaultEndpointFactory,
+    FaultHandler,
+    FaultPool,
+    ProducerKilled,
+    WorkerKilled,
+)
+from pytest_quaero.core.fault_spec import FaultError, FaultSpec, check_faults, parse_faults
+from pytest_quaero.core.jobs import Handler, SimulatedWork
+from pytest_quaero.core.metrics import RunResult
+from pytest_quaero.core.pool import WorkerPool
+from pytest_quaero.core.settings import Settings
+from pytest_quaero.core.worker import EndpointFactory
 
 __all__ = [
     "FaultError",
@@ -75,357 +59,10 @@ __all__ = [
     "FaultSpec",
     "ProducerKilled",
     "WorkerKilled",
+    "check_faults",
     "parse_faults",
+    "recovery_verdict",
 ]
-
-_KINDS: dict[str, dict[str, Any]] = {
-    "kill-worker": {"after": "25%", "at": None, "hold": 30.0},
-    "kill-producer": {"parent": 1, "after": None},
-    "restart-pool": {"after": "50%", "at": None},
-}
-_EXAMPLE = "kill-worker:after=25%;kill-producer:parent=1,after=5;restart-pool:after=50%"
-
-
-class FaultError(ValueError):
-    """A faults SPEC that cannot be used; the message names the part and what is allowed."""
-
-
-class WorkerKilled(BaseException):
-    """Ends a worker thread mid-job (thread mode's stand-in for SIGKILL); nothing catches it."""
-
-
-class ProducerKilled(Exception):
-    """Ends a producer inside a child's transaction, after some children were committed."""
-
-
-@dataclass(frozen=True)
-class FaultSpec:
-    """One fault: its kind and parameters (``after`` as ``(number, is_percent)``, durations in seconds)."""
-
-    kind: str
-    params: dict[str, Any]
-    text: str
-
-    def after_jobs(self, total: int) -> int:
-        amount, percent = self.params["after"]
-        return min(total - 1, max(0, round(total * amount / 100))) if percent else int(amount)
-
-
-def parse_faults(text: str, *, option: str = "--quaero-faults") -> list[FaultSpec]:
-    """``'kill-worker:after=25%;restart-pool:at=2s'`` -> fault specs."""
-    from pytest_quaero.core.disturbance import split_spec
-
-    faults: list[FaultSpec] = []
-    for part, kind, given in split_spec(text, _KINDS, option=option, noun="fault", example=_EXAMPLE,
-                                        error=FaultError):
-        where = f"{option}={text}: {part!r}"
-        defaults = _KINDS[kind]
-        if "at" in given and "after" in given:
-            raise FaultError(f"{where}: give after= or at=, not both")
-        raw: dict[str, Any] = {**defaults, **given}
-        if "at" in given:
-            raw["after"] = None  # a time trigger replaces the default progress trigger
-        params: dict[str, Any] = {}
-        for key, value in raw.items():
-            if value is None or (key == "hold" and key not in given):
-                params[key] = value
-                continue
-            try:
-                if key in ("at", "hold"):
-                    params[key] = parse_duration(str(value))
-                    if key == "hold" and params[key] <= 0:
-                        raise ValueError(value)
-                elif key == "after":
-                    match = re.fullmatch(r"(\d+(?:\.\d+)?)(%?)", str(value))
-                    if match is None or (match[2] and float(match[1]) > 100):
-                        raise ValueError(value)
-                    params[key] = (float(match[1]), bool(match[2]))
-                else:  # parent
-                    if not re.fullmatch(r"\d+", str(value)) or int(value) < 1:
-                        raise ValueError(value)
-                    params[key] = int(value)
-            except ValueError:
-                allowed = {"at": "a duration such as 2s", "hold": "a duration > 0 such as 30s",
-                           "after": "a number of jobs (10) or a percentage (25%)",
-                           "parent": "a parent number >= 1"}[key]
-                raise FaultError(f"{where}: invalid {key}={value!r}; allowed: {allowed}") from None
-        faults.append(FaultSpec(kind, params, part))
-    return faults
-
-
-def check_faults(faults: list[FaultSpec], settings: Settings, *, children: int | None = None,
-                 option: str = "--quaero-faults") -> list[str]:
-    """Reject faults the settings cannot survive; return warnings for ones that will be slow."""
-    warnings: list[str] = []
-    for fault in faults:
-        if fault.kind == "kill-worker":
-            if settings.workers < 2 and not any(f.kind == "restart-pool" for f in faults):
-                raise FaultError(f"{option}: {fault.text!r} needs at least 2 workers (--quaero-workers) so "
-                                 "another worker can take over the killed one's job")
-            if settings.visibility_timeout > 60:
-                warnings.append(
-                    f"{option}: {fault.text!r}: the killed job comes back only after the visibility timeout "
-                    f"({settings.describe('visibility_timeout')}); set --quaero-visibility-timeout=5s or the run "
-                    "waits that long")
-        if fault.kind == "kill-producer" and children is not None and fault.params["after"] is not None:
-            after = fault.params["after"]
-            if not after[1] and after[0] >= children:
-                raise FaultError(f"{option}: {fault.text!r}: after={after[0]:g} but a parent has only {children} "
-                                 "children; the producer would finish before dying")
-    return warnings
-
-
-# ------------------------------------------------------------------ the handler (runs in workers)
-
-
-@dataclass
-class FaultHandler:
-    """Wraps the job handler so an armed kill finds a worker mid-job. Picklable (process mode)."""
-
-    inner: Callable[[Job, JobContext], None]
-    control_dir: str
-    hold: float = 30.0
-
-    def __call__(self, job: Job, context: JobContext) -> None:
-        arm = os.path.join(self.control_dir, "arm-kill-worker")
-        if os.path.exists(arm):
-            token = f"{os.getpid()}-{threading.get_ident()}"
-            claimed = os.path.join(self.control_dir, f"claimed-{token}")
-            try:
-                os.rename(arm, claimed)  # atomic: exactly one worker wins the arm
-            except FileNotFoundError:
-                pass
-            else:
-                self._held(job, context, token)
-        self.inner(job, context)
-
-    def _held(self, job: Job, context: JobContext, token: str) -> None:
-        tmp = os.path.join(self.control_dir, f".held-{token}")
-        with open(tmp, "w", encoding="utf-8") as handle:
-            handle.write(f"{os.getpid()}\n{job.job_id}\n{context.worker}\n")
-        os.replace(tmp, os.path.join(self.control_dir, f"held-{token}"))
-        kill = os.path.join(self.control_dir, f"kill-{token}")
-        deadline = time.monotonic() + self.hold
-        while time.monotonic() < deadline:  # in process mode SIGKILL ends this wait
-            if os.path.exists(kill):
-                raise WorkerKilled(f"{context.worker} killed mid-job {job.job_id}")
-            time.sleep(0.005)
-
-
-# ------------------------------------------------------------------ the producer (runs in the run's threads)
-
-
-@dataclass
-class _ProducerKill:
-    """What the dying producer did, shared between its endpoint and the plan (same process)."""
-
-    parent: int
-    after: int | None
-    killed_at: float | None = None
-    killed_child: str = ""
-    parent_id: str = ""
-    #: children committed before the kill, and how many of them the restart found intact
-    committed: int = 0
-    survived: int = 0
-    #: the killed child's row after the kill: absent means its transaction rolled back
-    rolled_back: bool | None = None
-    resumed: int = 0
-    restarted_at: float | None = None
-
-
-class _Supervised:
-    """One producer's connection, replaced by a fresh one when the producer is killed."""
-
-    def __init__(self, factory: Callable[[str, Settings], Endpoint], db_path: str, settings: Settings,
-                 kill: _ProducerKill, children: int) -> None:
-        self.factory, self.db_path, self.settings = factory, db_path, settings
-        self.kill = kill
-        self.after = kill.after if kill.after is not None else children // 2
-        self.current = factory(db_path, settings)
-
-    def restart(self) -> None:
-        """The supervisor: the dead producer's connection goes, a new producer replays the parent."""
-        kill = self.kill
-        with contextlib.suppress(sqlite3.Error):
-            self.current.close()  # a dead process's connection is gone with it
-        self.current = self.factory(self.db_path, self.settings)
-        kill.restarted_at = time.monotonic()
-        store = self.current.store
-        run_id, _, parent = kill.parent_id.rpartition("-parent-")
-        from pytest_quaero.core import integrity
-
-        # A restarted producer does not know where it died: it walks its parent from the start.
-        kill.survived = sum(
-            1 for c in range(1, kill.committed + 1) if store.get(integrity.child_id(run_id, int(parent), c)) is not None
-        )
-        kill.rolled_back = store.get(kill.killed_child) is None
-
-
-class _DyingStore:
-    """The store a supervised producer sees: its ``after+1``-th child's transaction never commits."""
-
-    def __init__(self, supervised: _Supervised) -> None:
-        self._sup = supervised
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._sup.current.store, name)
-
-    def save_parent(self, job_id: str, name: str, total: int) -> None:
-        self._sup.current.store.save_parent(job_id, name, total)
-        self._sup.kill.parent_id = job_id
-
-    def create_child(self, job_id: str, parent_id: str, url: str, name: str = "",
-                     enqueue: Callable[[], Any] | None = None) -> None:
-        sup, kill = self._sup, self._sup.kill
-        if kill.killed_at is None and kill.committed >= sup.after:
-            def die() -> None:
-                # The child row is written, its message is not: the worst moment to die.
-                kill.killed_at = time.monotonic()
-                kill.killed_child = job_id
-                raise ProducerKilled(f"producer of {parent_id} killed inside the transaction of {job_id}")
-
-            try:
-                sup.current.store.create_child(job_id, parent_id, url, name, enqueue=die)
-            except ProducerKilled:
-                sup.restart()
-        if kill.killed_at is None:
-            sup.current.store.create_child(job_id, parent_id, url, name, enqueue=enqueue)
-            kill.committed += 1
-            return
-        # The restarted producer: create what is missing, never anything twice.
-        if sup.current.store.get(job_id) is not None:
-            return
-        sup.current.store.create_child(job_id, parent_id, url, name, enqueue=enqueue)
-        kill.resumed += 1
-
-
-class _CurrentQueue:
-    """The queue on the supervised producer's current connection (messages share the child's transaction)."""
-
-    def __init__(self, supervised: _Supervised) -> None:
-        self._sup = supervised
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._sup.current.queue, name)
-
-
-@dataclass
-class FaultEndpointFactory:
-    """Wraps the endpoint factory: the chosen producer dies mid-parent and is restarted.
-
-    The producer's thread lives on as the restarted producer (a supervisor would start a
-    new process; here the dead one's connection is closed and a new one opened), so the
-    run counts every job exactly as it was created. Picklable: in a worker process it
-    only delegates, because producers are threads of the run.
-    """
-
-    inner: Callable[[str, Settings], Endpoint]
-    parent: int
-    after: int | None
-    children: int
-    _kill: _ProducerKill | None = None
-
-    def __post_init__(self) -> None:
-        self._kill = _ProducerKill(self.parent, self.after)
-
-    def __getstate__(self) -> dict[str, Any]:
-        state = dict(self.__dict__)
-        state["_kill"] = None  # a worker process never produces
-        return state
-
-    def __call__(self, db_path: str, settings: Settings) -> Endpoint:
-        kill = self._kill
-        if kill is None or threading.current_thread().name != f"quaero-producer-{self.parent}" or kill.killed_at:
-            return self.inner(db_path, settings)
-        from pytest_quaero.core.pool import Endpoint
-
-        supervised = _Supervised(self.inner, db_path, settings, kill, self.children)
-        return Endpoint(queue=_CurrentQueue(supervised), store=_DyingStore(supervised),
-                        close=lambda: supervised.current.close())
-
-
-# ------------------------------------------------------------------ the pool (restartable, killable)
-
-
-class FaultPool:
-    """A worker pool that can be restarted and whose workers can be killed; the run sees one pool."""
-
-    def __init__(self, db_path: str, settings: Settings, *, make_pool: Callable[..., WorkerPool],
-                 **pool_kwargs: Any) -> None:
-        self.db_path = db_path
-        self.settings = settings
-        self._make = lambda: make_pool(db_path, settings, **pool_kwargs)
-        self._inner = self._make()
-        self._retired: list[Any] = []
-        self._lock = threading.Lock()
-        self._restart_lock = threading.Lock()
-        self._restarting = False
-        self._stopped = False
-        self.job_attempts: dict[str, list[tuple[int, str]]] = {}
-
-    @property
-    def mode(self) -> str:
-        return self.settings.worker_mode
-
-    @property
-    def started_at(self) -> float | None:
-        return self._inner.started_at
-
-    @property
-    def processes(self) -> list[Any]:
-        return self._inner.processes
-
-    @property
-    def alive(self) -> int:
-        # Mid-restart the run must not conclude that every worker stopped.
-        return self.settings.workers if self._restarting else self._inner.alive
-
-    def start(self) -> float:
-        return self._inner.start()
-
-    def poll_events(self) -> list[tuple[Any, ...]]:
-        with self._lock:
-            pools = [*self._retired, self._inner]
-        events: list[tuple[Any, ...]] = []
-        for pool in pools:
-            events.extend(pool.poll_events())
-        for event in events:
-            if event[0] == "job":
-                self.job_attempts.setdefault(event[2], []).append((event[7], event[3]))
-        return events
-
-    def restart(self) -> tuple[list[int], list[int], float]:
-        """Stop every worker (each finishes its job), start a new pool; returns old/new pids and seconds."""
-        began = time.monotonic()
-        with self._restart_lock:
-            if self._stopped:
-                return [], [], 0.0
-            self._restarting = True
-            try:
-                old = self._inner
-                old_pids = [p.pid for p in old.processes]
-                old.stop()
-                new = self._make()
-                new.start()
-                with self._lock:
-                    self._retired.append(old)
-                    self._inner = new
-                return old_pids, [p.pid for p in new.processes], time.monotonic() - began
-            finally:
-                self._restarting = False
-
-    def stop(self, timeout: float = 60.0) -> None:
-        with self._restart_lock:
-            self._stopped = True
-            self._inner.stop(timeout)
-
-    def __enter__(self) -> FaultPool:
-        self.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
 
 # ------------------------------------------------------------------ the plan (a Disturbance)
 
@@ -459,26 +96,23 @@ class FaultPlan:
 
     # --- what the run is started with
 
-    def handler(self, inner: Callable[[Job, JobContext], None] | None, settings: Settings) -> Any:
+    def handler(self, inner: Handler | None, settings: Settings) -> Handler | None:
+        """``inner`` (None: the default handler), or a wrapper that holds a job for a kill-worker fault."""
         if not any(f.kind == "kill-worker" for f in self.faults):
             return inner
-        from pytest_quaero.core.pool import SimulatedWork
-
         hold = next(f.params["hold"] for f in self.faults if f.kind == "kill-worker")
         return FaultHandler(inner or SimulatedWork(*settings.job_time, seed=settings.seed), self.control_dir, hold)
 
-    def endpoint_factory(self, inner: Callable[[str, Settings], Endpoint]) -> Callable[[str, Settings], Endpoint]:
+    def endpoint_factory(self, inner: EndpointFactory) -> EndpointFactory:
+        """``inner``, or a wrapper whose chosen producer dies mid-parent for a kill-producer fault."""
         fault = self._producer_fault
         if fault is None:
             return inner
         self._endpoints = FaultEndpointFactory(inner, fault.params["parent"], self._producer_after, self.children)
         return self._endpoints
 
-    def pool_factory(self, make_pool: Callable[..., WorkerPool] | None = None) -> Callable[..., FaultPool]:
-        if make_pool is None:
-            from pytest_quaero.core.pool import WorkerPool
-
-            make_pool = WorkerPool
+    def pool_factory(self, make_pool: Callable[..., WorkerPool] = WorkerPool) -> Callable[..., FaultPool]:
+        """Makes the run's pool a restartable :class:`FaultPool` around ``make_pool``'s, and keeps it."""
 
         def factory(db_path: str, settings: Settings, **kwargs: Any) -> FaultPool:
             self.pool = FaultPool(db_path, settings, make_pool=make_pool, **kwargs)
@@ -509,8 +143,6 @@ class FaultPlan:
 
     def _drive(self, faults: list[FaultSpec]) -> None:
         """Fire each fault when its trigger is reached; progress is read from the database."""
-        from pytest_quaero.core import db
-
         run = self._run
         assert run is not None
         pending = list(faults)
@@ -530,7 +162,7 @@ class FaultPlan:
                             self._kill_worker(fault, done)
                         else:
                             self._restart_pool(fault, done)
-                    except Exception as exc:  # recorded, never raised into the run
+                    except Exception as exc:  # noqa: BLE001 - whatever fails is recorded, never raised into the run
                         self.missed.append({"fault": fault.kind, "spec": fault.text,
                                             "reason": f"{type(exc).__name__}: {exc}"})
                 self._stopping.wait(0.01)
@@ -591,7 +223,7 @@ class FaultPlan:
         if self._driver is not None:
             self._driver.join(30)
         run = self._run
-        kill = self._endpoints._kill if self._endpoints is not None else None
+        kill = self._endpoints.kill if self._endpoints is not None else None
         if run is not None and kill is not None and self._producer_fault is not None:
             if kill.killed_at is None:
                 if not any(m["fault"] == "kill-producer" for m in self.missed):
@@ -617,8 +249,6 @@ class FaultPlan:
 
     def _verify_kills(self, run: RunContext) -> None:
         """Did each killed job come back (a later delivery) and complete?"""
-        from pytest_quaero.core import db
-
         kills = [e for e in self.injected if e["fault"] == "kill-worker"]
         if not kills:
             return
@@ -651,8 +281,6 @@ class FaultPlan:
 
 def recovery_verdict(result: RunResult, planned: int) -> dict[str, Any]:
     """The ``fault_recovery`` verdict: every fault fired, nothing lost, nothing twice, all drained."""
-    from pytest_quaero.core.criteria import Verdict
-
     info = result.extra.get("faults", {})
     injected, missed = info.get("injected", []), info.get("missed", [])
     problems = []

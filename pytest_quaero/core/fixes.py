@@ -53,14 +53,13 @@ import shutil
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from pytest_quaero.core.criteria import Thresholds, evaluate
+from pytest_quaero.core.metrics import RunResult
+from pytest_quaero.core.run import run_scenario
+from pytest_quaero.core.scenarios import Scenario
 from pytest_quaero.core.settings import Settings
-
-if TYPE_CHECKING:
-    from pytest_quaero.core.criteria import Thresholds
-    from pytest_quaero.core.metrics import RunResult
-    from pytest_quaero.core.scenarios import Scenario
 
 __all__ = ["FIXES", "Fix", "FixError", "compare_fixes", "disable", "figures", "parse_fixes"]
 
@@ -163,9 +162,6 @@ def compare_fixes(
     ``result`` is the judged run ("after"); ``run_options()`` gives fresh extra options
     (e.g. contention loads) for each variant, so they run under the same disturbance.
     """
-    from pytest_quaero.core.criteria import evaluate
-    from pytest_quaero.core.run import run_scenario
-
     # Extra runs get their own files even when the session runs on --quaero-db.
     base = dataclasses.replace(settings, db_path=None)
     deadline = min(scenario.time_limit, max(10.0, 5 * result.execution_time))
@@ -180,7 +176,7 @@ def compare_fixes(
                                  deadline=deadline, **options)
             other.verdicts = [v.as_dict() for v in evaluate(other, thresholds)]
             return figures(other)
-        except Exception as exc:  # a variant that cannot run is reported, never fatal
+        except Exception as exc:  # noqa: BLE001 - whatever stops a variant is reported; it never fails the session
             return {"error": f"{type(exc).__name__}: {exc}"}
         finally:
             for disturbance in options.get("disturbances", ()):
@@ -218,7 +214,9 @@ def comparison_lines(result: RunResult) -> list[str]:
     comparison = result.extra.get("fix_comparison")
     if not comparison:
         return []
-    rows: list[tuple[str, ...]] = [("run", "busy errors", "escaped", "retries", "throughput", "completed", "criteria failed")]
+    rows: list[tuple[str, ...]] = [
+        ("run", "busy errors", "escaped", "retries", "throughput", "completed", "criteria failed"),
+    ]
 
     def row(label: str, data: dict[str, Any]) -> None:
         if "error" in data:
@@ -234,7 +232,7 @@ def comparison_lines(result: RunResult) -> list[str]:
         row(f"without {entry['fix']}", entry)
     row("as configured (after)", comparison["after"])
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    lines = ["  " + "  ".join(cell.ljust(w) for cell, w in zip(r, widths)).rstrip() for r in rows]
+    lines = ["  " + "  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip() for r in rows]
     pct = comparison["improvement_pct"]
     lines.append(
         f"  busy errors before fixes: {comparison['busy_errors_before']}, after: {comparison['busy_errors_after']}, "

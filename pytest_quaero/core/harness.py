@@ -8,6 +8,7 @@ reports read the same thing with and without pytest-xdist.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 from collections.abc import Callable
@@ -16,11 +17,13 @@ from pathlib import Path
 from typing import Any
 
 from pytest_quaero.core.criteria import Thresholds, evaluate, thresholds_for
+from pytest_quaero.core.jobs import Handler
 from pytest_quaero.core.metrics import RunResult
-from pytest_quaero.core.pool import EndpointFactory, Handler, open_endpoint
-from pytest_quaero.core.run import Progress, run_scenario
+from pytest_quaero.core.monitor import Progress
+from pytest_quaero.core.run import run_scenario
 from pytest_quaero.core.scenarios import Scenario
 from pytest_quaero.core.settings import Settings
+from pytest_quaero.core.worker import EndpointFactory, open_endpoint
 
 __all__ = ["Harness"]
 
@@ -97,9 +100,7 @@ class Harness:
         result.extra["kept"] = keep or not result.passed or bool(result.extra.get("keep_files"))
         if not result.extra["kept"]:
             for suffix in ("", "-wal", "-shm", "-journal"):
-                try:
+                with contextlib.suppress(FileNotFoundError):
                     os.unlink(result.db_path + suffix)
-                except FileNotFoundError:
-                    pass
         for callback in self.on_result:
             callback(result)

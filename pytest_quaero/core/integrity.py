@@ -146,6 +146,7 @@ def check(
              "rows": [list(r) for r in child_counts]},
             {"title": "Queue Statistics Query", "sql": QUEUE_SQL, "rows": [list(r) for r in queue_rows]},
             {"title": "Job Hierarchy Validation Query", "sql": HIERARCHY_SQL, "rows": [list(r) for r in hierarchy]},
-            {"title": "Parent progress against child statuses", "sql": PROGRESS_SQL, "rows": [list(r) for r in progress]},
+            {"title": "Parent progress against child statuses", "sql": PROGRESS_SQL,
+             "rows": [list(r) for r in progress]},
         ],
     }

@@ -10,10 +10,10 @@ from __future__ import annotations
 import logging
 import re
 import time
-from collections.abc import MutableMapping
-from typing import Any
+from collections.abc import Iterable, MutableMapping
+from typing import TYPE_CHECKING, Any
 
-__all__ = ["LOGGER_NAME", "TemplateFormatter", "get_logger", "log_excerpts", "logger"]
+__all__ = ["LOGGER_NAME", "TemplateFormatter", "WorkerLog", "get_logger", "log_excerpts", "logger"]
 
 LOGGER_NAME = "pytest_quaero"
 logger = logging.getLogger(LOGGER_NAME)
@@ -35,22 +35,33 @@ class TemplateFormatter(logging.Formatter):
         return line
 
 
-class _NamedAdapter(logging.LoggerAdapter):  # type: ignore[type-arg]
+if TYPE_CHECKING:
+    #: what :func:`get_logger` returns
+    WorkerLog = logging.LoggerAdapter[logging.Logger]
+else:  # LoggerAdapter can be subscripted at run time only from Python 3.11 on
+    WorkerLog = logging.LoggerAdapter
+
+
+class _NamedAdapter(WorkerLog):
+    def __init__(self, inner: logging.Logger, worker: str) -> None:
+        super().__init__(inner, {"worker": worker})
+        self.worker = worker
+
     def process(self, msg: Any, kwargs: MutableMapping[str, Any]) -> tuple[Any, MutableMapping[str, Any]]:
         extra = dict(kwargs.get("extra") or {})
-        extra.setdefault("worker", self.extra["worker"])  # type: ignore[index]
+        extra.setdefault("worker", self.worker)
         kwargs["extra"] = extra
         return msg, kwargs
 
 
-def get_logger(name: str) -> logging.LoggerAdapter:  # type: ignore[type-arg]
+def get_logger(name: str) -> WorkerLog:
     """A logger whose lines carry ``name`` (``JobWorker-1``, ``Producer-3``, ``WorkerPool``).
 
     It is the child logger ``pytest_quaero.<name>``, so pytest's live log
     (``--log-cli-level=INFO``, whose format shows ``%(name)s``) names the worker too; records
     still reach the handlers on ``pytest_quaero`` itself.
     """
-    return _NamedAdapter(logging.getLogger(f"{LOGGER_NAME}.{name}"), {"worker": name})
+    return _NamedAdapter(logging.getLogger(f"{LOGGER_NAME}.{name}"), name)
 
 
 # Lines the Markdown report quotes as "Sample Log Excerpts". The run picks them out of its
@@ -68,37 +79,40 @@ def log_excerpts(path: str) -> dict[str, Any]:
     ``{"retry": [lines], "retry_outcome": "succeeded"|"gave up"|"", "stagger": [lines]}``;
     empty lists when the log holds no such lines (or cannot be read).
     """
+    try:
+        with open(path, encoding="utf-8", errors="replace") as handle:
+            return _excerpts(handle)
+    except OSError:
+        return {"retry": [], "retry_outcome": "", "stagger": []}
+
+
+def _excerpts(lines: Iterable[str]) -> dict[str, Any]:
     stagger: list[str] = []
     chosen: list[str] = []
     outcome = ""
     open_sequences: dict[tuple[str, str], list[str]] = {}
-    try:
-        handle = open(path, encoding="utf-8", errors="replace")
-    except OSError:
-        return {"retry": [], "retry_outcome": "", "stagger": []}
-    with handle:
-        for raw in handle:
-            line = raw.rstrip("\n")
-            if len(stagger) < _MAX_STAGGER_LINES and _STAGGER_LINE.search(line):
-                stagger.append(line)
-            start = _RETRY_START.search(line)
-            if start is not None:
-                key = (start["worker"], start["subject"])
-                open_sequences.setdefault(key, []).append(line)
+    for raw in lines:
+        line = raw.rstrip("\n")
+        if len(stagger) < _MAX_STAGGER_LINES and _STAGGER_LINE.search(line):
+            stagger.append(line)
+        start = _RETRY_START.search(line)
+        if start is not None:
+            key = (start["worker"], start["subject"])
+            open_sequences.setdefault(key, []).append(line)
+            continue
+        for (worker, subject), sequence in list(open_sequences.items()):
+            if f" {worker} " not in line or subject not in line:
                 continue
-            for (worker, subject), lines in list(open_sequences.items()):
-                if f" {worker} " not in line or subject not in line:
-                    continue
-                if len(lines) < _MAX_RETRY_LINES:
-                    lines.append(line)
-                if "Successfully completed" in line or "giving up" in line:
-                    del open_sequences[(worker, subject)]
-                    succeeded = "Successfully completed" in line
-                    if not chosen or (succeeded and outcome != "succeeded"):
-                        chosen, outcome = lines, "succeeded" if succeeded else "gave up"
-                break
-            if outcome == "succeeded" and len(stagger) >= _MAX_STAGGER_LINES:
-                break
+            if len(sequence) < _MAX_RETRY_LINES:
+                sequence.append(line)
+            if "Successfully completed" in line or "giving up" in line:
+                del open_sequences[(worker, subject)]
+                succeeded = "Successfully completed" in line
+                if not chosen or (succeeded and outcome != "succeeded"):
+                    chosen, outcome = sequence, "succeeded" if succeeded else "gave up"
+            break
+        if outcome == "succeeded" and len(stagger) >= _MAX_STAGGER_LINES:
+            break
     if not chosen and open_sequences:
         chosen = next(iter(open_sequences.values()))
     return {"retry": chosen, "retry_outcome": outcome, "stagger": stagger}

@@ -8,6 +8,7 @@ counters, so they can never disagree with them.
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
@@ -178,8 +179,9 @@ class RunResult:
 
         Workers that never started (the queue drained before they were due) are left out.
         """
-        started = sorted((w for w in self.workers if w.start_offset is not None), key=lambda w: w.index)
-        return [b.start_offset - a.start_offset for a, b in zip(started, started[1:])]  # type: ignore[operator]
+        by_index = sorted(self.workers, key=lambda w: w.index)
+        offsets = [w.start_offset for w in by_index if w.start_offset is not None]
+        return [later - earlier for earlier, later in itertools.pairwise(offsets)]
 
     @property
     def passed(self) -> bool:

@@ -20,18 +20,20 @@ Layout (``schema_version`` 1; the README's "JSON results" section documents each
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import platform
+import sqlite3
 import subprocess
 import tempfile
 import time
 from collections.abc import Iterable
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:  # imported where used: reading this module must stay cheap at start-up
-    from pytest_quaero.core.metrics import RunResult
+from pytest_quaero.core.metrics import RunResult
 
 __all__ = [
     "DOCUMENT_SCHEMA_VERSION",
@@ -49,33 +51,31 @@ __all__ = [
 DOCUMENT_SCHEMA_VERSION = 1
 
 
-def plugin_version() -> str:
+def _installed_version(distribution: str) -> str | None:
     try:
-        from importlib.metadata import version
+        return version(distribution)
+    except PackageNotFoundError:
+        return None
 
-        return version("pytest-quaero")
-    except Exception:  # pragma: no cover - running from a source tree without metadata
-        return "0+unknown"
+
+def plugin_version() -> str:
+    """This plugin's version (``0+unknown`` when run from a source tree without metadata)."""
+    return _installed_version("pytest-quaero") or "0+unknown"
 
 
 def versions() -> dict[str, str]:
     """The versions a reader needs to compare two documents fairly."""
-    import sqlite3
-
-    import pytest
-
     return {
         "plugin": plugin_version(),
         "python": platform.python_version(),
         "sqlite": sqlite3.sqlite_version,
-        "pytest": pytest.__version__,
+        # read from the installed metadata: this pytest-free module never imports pytest
+        "pytest": _installed_version("pytest") or "not installed",
     }
 
 
 def machine_info() -> dict[str, Any]:
     """Where the run happened; nothing that jitters between runs on one machine."""
-    import sqlite3
-
     return {
         "node": platform.node(),
         "system": platform.system(),
@@ -254,10 +254,8 @@ def write_text_atomic(path: str | os.PathLike[str], text: str, *, durable: bool 
         _readable(tmp)
         os.replace(tmp, target)
     except BaseException:
-        try:
+        with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
-        except FileNotFoundError:
-            pass
         raise
     return target
 
@@ -287,6 +285,5 @@ def load_document(path: str | os.PathLike[str]) -> dict[str, Any]:
 
 
 def results_from(document: dict[str, Any]) -> list[RunResult]:
-    from pytest_quaero.core.metrics import RunResult
-
+    """The results of a document, as :class:`~pytest_quaero.core.metrics.RunResult` objects."""
     return [RunResult.from_dict(data) for data in document["results"]]

@@ -39,7 +39,9 @@ BUILTIN: dict[str, Scenario] = {
 }
 
 
-def parse_scenarios(text: str, known: Mapping[str, Scenario] = BUILTIN, *, where: str = "--quaero-scenario") -> list[Scenario]:
+def parse_scenarios(
+    text: str, known: Mapping[str, Scenario] = BUILTIN, *, where: str = "--quaero-scenario"
+) -> list[Scenario]:
     """``'light,medium'`` or ``'all'`` -> scenarios in the order given, each once."""
     names = [part.strip().lower() for part in text.split(",") if part.strip()]
     if not names:

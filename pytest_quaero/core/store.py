@@ -107,7 +107,8 @@ class JobStore:
     def record_attempt_failure(self, job_id: str, error: str) -> None:
         """A failed attempt that will be redelivered: back to pending, error kept."""
         self.conn.execute(
-            "update crawl_jobs set status = 'pending', error = ? where id = ? and status not in ('completed', 'failed')",
+            "update crawl_jobs set status = 'pending', error = ? "
+            "where id = ? and status not in ('completed', 'failed')",
             (error[:500], job_id),
         )
 
@@ -133,11 +134,11 @@ class JobStore:
         row = cursor.fetchone()
         if row is None:
             return None
-        return dict(zip([d[0] for d in cursor.description], row))
+        return dict(zip([d[0] for d in cursor.description], row, strict=True))
 
     def children(self, parent_id: str) -> list[dict[str, Any]]:
         cursor = self.conn.execute(
             "select * from crawl_jobs where parent_id = ? order by created_at, id", (parent_id,)
         )
         names = [d[0] for d in cursor.description]
-        return [dict(zip(names, row)) for row in cursor.fetchall()]
+        return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]

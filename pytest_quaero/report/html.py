@@ -18,14 +18,15 @@ from __future__ import annotations
 import base64
 import io
 import platform
+import sqlite3
 from html import escape
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import pytest
 
-if TYPE_CHECKING:
-    from pytest_quaero.core.metrics import RunResult
-    from pytest_quaero.plugin import QuaeroState
+from pytest_quaero.core.metrics import RunResult
+from pytest_quaero.core.results_json import plugin_version
+from pytest_quaero.session import QuaeroSession
 
 __all__ = ["CHARTS_HINT", "COLUMNS", "HtmlIntegration", "criteria_table_html", "render_charts"]
 
@@ -71,6 +72,7 @@ def render_charts(result: RunResult) -> list[tuple[str, str]]:
     matplotlib's object API with the Agg canvas, never pyplot, so no global backend
     or figure state is touched inside someone else's test session.
     """
+    # deferred: matplotlib is the optional ``charts`` extra; its absence is this function's ImportError
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -106,7 +108,7 @@ def render_charts(result: RunResult) -> list[tuple[str, str]]:
     labels = [w.name for w in workers]
     values = [w.utilization for w in workers]
     bars = axes.bar(labels, values, color=["tab:blue" if w.start_offset is not None else "tab:gray" for w in workers])
-    for bar, worker in zip(bars, workers):
+    for bar, worker in zip(bars, workers, strict=True):
         text = f"{worker.utilization:.0f}% / {worker.jobs} jobs" if worker.start_offset is not None else "never started"
         axes.annotate(text, (bar.get_x() + bar.get_width() / 2, bar.get_height()), ha="center", va="bottom",
                       fontsize="small")
@@ -137,9 +139,9 @@ def render_charts(result: RunResult) -> list[tuple[str, str]]:
 class HtmlIntegration:
     """pytest-html hooks; an instance is registered only when pytest-html is active."""
 
-    def __init__(self, config: pytest.Config, state: QuaeroState) -> None:
+    def __init__(self, config: pytest.Config, quaero: QuaeroSession) -> None:
         self.config = config
-        self.state = state
+        self.quaero = quaero
         #: run id -> nodeid of the test whose report carried it (for the summary's pointers)
         self.carriers: dict[str, str] = {}
 
@@ -147,17 +149,14 @@ class HtmlIntegration:
     def pytest_sessionstart(self, session: pytest.Session) -> None:
         # pytest-html reads the environment table at its own (trylast) sessionstart
         try:
+            # deferred: pytest-metadata comes with pytest-html, an optional extra
             from pytest_metadata.plugin import metadata_key
         except ImportError:  # pragma: no cover - pytest-html depends on pytest-metadata
             return
         metadata = self.config.stash.get(metadata_key, None)
         if metadata is None:
             return
-        import sqlite3
-
-        from pytest_quaero.core.results_json import plugin_version
-
-        settings = self.state.settings
+        settings = self.quaero.settings
         metadata["Python"] = platform.python_version()
         metadata["SQLite"] = sqlite3.sqlite_version
         metadata["pytest-quaero"] = plugin_version()
@@ -182,9 +181,8 @@ class HtmlIntegration:
         carried = getattr(report, "quaero_results", None)
         if not carried:
             return
+        # deferred: pytest-html is an optional extra; this hook only runs when it is active
         from pytest_html import extras
-
-        from pytest_quaero.core.metrics import RunResult
 
         added = list(getattr(report, "extras", None) or [])
         for data in carried:
@@ -197,22 +195,21 @@ class HtmlIntegration:
                 added.append(extras.html(f"<p class=\"quaero-charts-hint\">{escape(CHARTS_HINT)}</p>"))
                 continue
             added.extend(extras.png(content, name=name) for name, content in charts)
-        report.extras = added
+        report.extras = added  # type: ignore[attr-defined]  # pytest-html's documented way: it reads report.extras
 
     def pytest_html_results_summary(self, prefix: list[str], summary: list[str], postfix: list[str],
                                     session: pytest.Session) -> None:
-        results = self.state.results
+        results = self.quaero.results
         if not results:
             return
-        import sqlite3
-
         failed = [r for r in results if not r.passed]
         parts = [
             f"<div class=\"quaero-summary\"><h2>quaero load test: {'FAIL' if failed or not results else 'PASS'}</h2>"
             "<p>SQLite " + escape(sqlite3.sqlite_version) + ", Python " + escape(platform.python_version()) + ". "
         ]
         try:
-            import matplotlib  # noqa: F401
+            # deferred: only asks whether the optional ``charts`` extra is installed
+            import matplotlib  # noqa: F401 (imported to test that it is installed)
 
             parts.append("Charts for each scenario are in the details of the test that ran it.</p>")
         except ImportError:

@@ -24,28 +24,9 @@ import pytest
 
 if TYPE_CHECKING:
     from pytest_quaero.core.metrics import RunResult
-    from pytest_quaero.plugin import QuaeroState
+    from pytest_quaero.session import QuaeroSession
 
-__all__ = ["ReportOptions", "ReportsPlugin", "add_options", "configure", "junit_properties"]
-
-PROGRESS_MODES = ("auto", "live", "plain", "off")
-
-
-def add_options(group: Any) -> None:
-    group.addoption(
-        "--quaero-report", dest="quaero_report", metavar="PATH.md",
-        help="write the team's load-test template, filled in from this session's measurements, to PATH.md.",
-    )
-    group.addoption(
-        "--quaero-json", dest="quaero_json", metavar="PATH",
-        help="write every metric, setting, verdict and timeline of this session as JSON (the baseline format).",
-    )
-    group.addoption(
-        "--quaero-progress", dest="quaero_progress", default="auto", choices=PROGRESS_MODES,
-        help="live progress per running scenario: auto (in-place line on a terminal, a plain line every "
-        "10s otherwise, nothing under -q), live, plain or off. Default: auto.",
-    )
-
+__all__ = ["ReportOptions", "ReportsPlugin", "configure", "junit_properties"]
 
 @dataclass(frozen=True)
 class ReportOptions:
@@ -87,7 +68,7 @@ def is_worker(config: pytest.Config) -> bool:
     return hasattr(config, "workerinput")
 
 
-def configure(config: pytest.Config, current: QuaeroState) -> None:
+def configure(config: pytest.Config, current: QuaeroSession) -> None:
     """Register the report machinery this session needs (called from the plugin's pytest_configure)."""
     options = options_from(config)
     config.pluginmanager.register(ReportsPlugin(config, current, options), "quaero-reports")
@@ -101,6 +82,7 @@ def configure(config: pytest.Config, current: QuaeroState) -> None:
 
 def junit_properties(result: RunResult) -> list[tuple[str, Any]]:
     """``("quaero.light.throughput", 381.2)`` for every metric of ``result``."""
+    # deferred: report machinery, loaded only when there is something to report
     from pytest_quaero.core.results_json import metrics_of
 
     prefix = f"quaero.{result.scenario}."
@@ -112,7 +94,7 @@ class ReportsPlugin:
     """Session hooks for the Markdown/JSON files, the CI summary, JUnit properties and progress."""
 
     config: pytest.Config
-    state: QuaeroState
+    state: QuaeroSession
     options: ReportOptions
     started: float = field(default_factory=time.time)
     written: list[str] = field(default_factory=list)
@@ -123,6 +105,7 @@ class ReportsPlugin:
     @pytest.hookimpl(trylast=True)
     def pytest_sessionstart(self, session: pytest.Session) -> None:
         self.started = time.time()
+        # deferred: report machinery, loaded only when there is something to report
         from pytest_quaero.report.progress import choose_mode
 
         terminal = self.config.pluginmanager.getplugin("terminalreporter")
@@ -142,6 +125,7 @@ class ReportsPlugin:
         if self.progress_installed or self.progress_mode == "off":
             return
         if self.state.scenarios or "quaero_run" in getattr(item, "fixturenames", ()):
+            # deferred: report machinery, loaded only when there is something to report
             from pytest_quaero.report.progress import install
 
             install(self.config, self.state.harness, self.progress_mode)
@@ -154,6 +138,7 @@ class ReportsPlugin:
         report = yield
         carried = getattr(report, "quaero_results", None)
         if carried:
+            # deferred: report machinery, loaded only when there is something to report
             from pytest_quaero.core.metrics import RunResult
 
             for data in carried:
@@ -175,6 +160,7 @@ class ReportsPlugin:
             self._write("Markdown report", self.options.markdown, lambda: self._markdown(results, context))
         if self.options.step_summary is not None and results:
             try:
+                # deferred: report machinery, loaded only when there is something to report
                 from pytest_quaero.report.markdown import step_summary
 
                 with open(self.options.step_summary, "a", encoding="utf-8") as handle:
@@ -193,12 +179,14 @@ class ReportsPlugin:
     def _context(self, context: dict[str, Any]) -> dict[str, Any]:
         """Machine, commit and versions, found once per session and shared by both files."""
         if not context:
+            # deferred: report machinery, loaded only when there is something to report
             from pytest_quaero.core.results_json import commit_info, machine_info, versions
 
             context.update(machine=machine_info(), commit=commit_info(self.config.rootpath), versions=versions())
         return context
 
     def _json(self, results: list[RunResult], exitstatus: int, context: dict[str, Any]) -> None:
+        # deferred: report machinery, loaded only when there is something to report
         from pytest_quaero.core.results_json import build_document, write_atomic
 
         ctx = self._context(context)
@@ -224,6 +212,7 @@ class ReportsPlugin:
         write_atomic(self.options.json, document)  # type: ignore[arg-type]
 
     def _markdown(self, results: list[RunResult], context: dict[str, Any]) -> None:
+        # deferred: report machinery, loaded only when there is something to report
         from pytest_quaero.report.markdown import ReportContext, render
 
         ctx = self._context(context)
@@ -232,6 +221,7 @@ class ReportsPlugin:
             commit=ctx["commit"], versions=ctx["versions"], session_duration=time.time() - self.started,
             json_path=str(self.options.json) if self.options.json is not None else None,
         ))
+        # deferred: report machinery, loaded only when there is something to report
         from pytest_quaero.core.results_json import write_text_atomic
 
         write_text_atomic(self.options.markdown, text)  # type: ignore[arg-type]

@@ -1,12 +1,18 @@
-"""The terminal summary: each scenario's criteria table, and where a failed run's files are."""
+"""The terminal summary: each scenario's criteria table, where a failed run's files are, and the gate's lines.
+
+Imported only when a session has results to show, so the core modules it reads are
+imported at the top.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
+from pytest_quaero.core.baseline import format_table
+from pytest_quaero.core.fixes import comparison_lines
 from pytest_quaero.core.metrics import RunResult
 
-__all__ = ["criteria_table", "write_summary"]
+__all__ = ["criteria_table", "gate_summary_lines", "scenario_heading", "write_summary"]
 
 _HEADERS = ("criterion", "measured", "required", "status")
 
@@ -15,12 +21,13 @@ def criteria_table(result: RunResult) -> list[str]:
     """Aligned rows: criterion, measured, required, status."""
     rows = [(v["title"], v["measured"], v["required"], "PASS" if v["passed"] else "FAIL") for v in result.verdicts]
     widths = [max(len(str(row[i])) for row in [_HEADERS, *rows]) for i in range(len(_HEADERS))]
-    lines = ["  " + "  ".join(h.ljust(w) for h, w in zip(_HEADERS, widths)).rstrip()]
-    lines += ["  " + "  ".join(str(c).ljust(w) for c, w in zip(row, widths)).rstrip() for row in rows]
+    lines = ["  " + "  ".join(h.ljust(w) for h, w in zip(_HEADERS, widths, strict=True)).rstrip()]
+    lines += ["  " + "  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in rows]
     return lines
 
 
 def scenario_heading(result: RunResult) -> str:
+    """One line per scenario: size, workers, verdict and the headline figures."""
     s = result.settings
     status = "PASS" if result.passed else "FAIL"
     return (
@@ -32,6 +39,7 @@ def scenario_heading(result: RunResult) -> str:
 
 
 def write_summary(terminalreporter: Any, results: list[RunResult]) -> None:
+    """The ``quaero load test results`` block of pytest's terminal summary."""
     terminalreporter.write_sep("=", "quaero load test results")
     for result in results:
         terminalreporter.write_line(scenario_heading(result), bold=True, red=not result.passed, green=result.passed)
@@ -41,3 +49,58 @@ def write_summary(terminalreporter: Any, results: list[RunResult]) -> None:
             terminalreporter.write_line(f"  database kept: {result.db_path}")
             terminalreporter.write_line(f"  log kept:      {result.log_path}")
             terminalreporter.write_line(f"  inspect with:  sqlite3 {result.db_path}")
+
+
+def gate_summary_lines(result: RunResult) -> list[str]:
+    """Terminal lines for one result's gate measurements: disabled fixes, before/after, contention, faults, baseline.
+
+    Reads ``result.extra`` as the gate wrote it (``disabled_fixes``, ``fix_comparison``,
+    ``contention``, ``faults``, ``baseline``); an absent key adds no line.
+    """
+    name = f"quaero[{result.scenario}]"
+    lines: list[str] = []
+    if result.extra.get("disabled_fixes"):
+        lines.append(f"{name} ran with fixes disabled: {', '.join(result.extra['disabled_fixes'])}")
+    if result.extra.get("fix_comparison"):
+        lines.append(f"{name} before/after the lock fixes:")
+        lines.extend(comparison_lines(result))
+    contention = result.extra.get("contention")
+    if contention:
+        lines += _contention_lines(name, contention)
+    faults = result.extra.get("faults")
+    if faults:
+        lines.append(f"{name} faults {faults['spec']}:")
+        for entry in faults.get("injected", []):
+            what = {k: v for k, v in entry.items() if k not in ("fault", "spec", "at")}
+            lines.append(f"  t+{entry.get('at', 0):.2f}s {entry['fault']}: "
+                         + ", ".join(f"{k}={v}" for k, v in what.items()))
+        for entry in faults.get("missed", []):
+            lines.append(f"  NOT INJECTED {entry['spec']}: {entry['reason']}")
+    baseline = result.extra.get("baseline")
+    if baseline and baseline.get("rows"):
+        lines.append(f"{name} against baseline {baseline.get('path')} "
+                     f"({baseline['key']} on {baseline['fingerprint']}):")
+        lines.extend("  " + line for line in format_table(baseline["rows"]))
+    elif baseline and baseline.get("saved"):
+        lines.append(f"{name} saved as baseline {baseline['key']} on {baseline['fingerprint']} in "
+                     f"{baseline.get('saved_to')}")
+    return lines
+
+
+def _contention_lines(name: str, contention: dict[str, Any]) -> list[str]:
+    under = contention.get("checkpoint_under_load", {})
+    after = contention.get("checkpoint_after", {})
+    if under.get("log_frames") == -1:  # SQLite's answer when the database is not in WAL mode
+        wal = "no WAL (rollback journal)"
+    else:
+        wal = (f"WAL max {contention.get('wal_max_bytes', 0) / 1024:.0f} KiB, checkpoint(TRUNCATE) under load "
+               f"busy={under.get('busy', '?')} ({under.get('log_frames', '?')} frames), "
+               f"after busy={after.get('busy', '?')}, final WAL {contention.get('wal_final_bytes', 0)} bytes")
+    lines = [f"{name} contention {contention['spec']}: {wal}"]
+    for error in contention.get("errors", []):
+        lines.append(f"  contention error: {error}")
+    for load in contention.get("loads", []):
+        lines.append(f"  {load.get('text', load.get('kind'))}: {load.get('iterations', 0)} rounds, "
+                     f"{load.get('busy_errors', 0)} busy errors of its own"
+                     + (f", errors: {'; '.join(load['errors'])}" if load.get("errors") else ""))
+    return lines

@@ -1,7 +1,7 @@
 """The collectors of ``--quaero-shared-db``: a share of the load per worker, and the judge.
 
-Kept apart from :mod:`pytest_quaero.xdist.support` so that merely having pytest-xdist
-installed imports none of the run machinery; see that module for the design.
+Imported only on a worker of a ``--quaero-shared-db`` session (see :mod:`pytest_quaero.xdist`
+for the design): :func:`make_nodes` stands in for the plugin's plain scenario nodes.
 """
 
 from __future__ import annotations
@@ -12,23 +12,31 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from pytest_quaero.items import CriterionItem, ScenarioNode
-from pytest_quaero.xdist.support import (
-    BARRIER_TIMEOUT,
-    OVERLAP_KEY,
-    SharedDb,
-    _combined_stagger,
-    _write_json,
-    merge_results,
-    overlap_verdict,
-)
+from pytest_quaero.core.criteria import evaluate
+from pytest_quaero.core.metrics import RunResult
+from pytest_quaero.core.scenarios import Scenario
+from pytest_quaero.extension import Extensions
+from pytest_quaero.items import CriterionItem, ScenarioNode, collect_nodes
+from pytest_quaero.xdist.merge import OVERLAP_KEY, combined_stagger, merge_results, overlap_verdict
+from pytest_quaero.xdist.shared_db import BARRIER_TIMEOUT, SharedDb, write_json
 
 if TYPE_CHECKING:
     from pytest_quaero.core.harness import Harness
-    from pytest_quaero.core.metrics import RunResult
-    from pytest_quaero.core.scenarios import Scenario
 
-__all__ = ["JudgeNode", "ShardItem", "ShardNode"]
+__all__ = ["JudgeNode", "ShardItem", "ShardNode", "make_nodes"]
+
+
+def make_nodes(shared: SharedDb, session: pytest.Session, scenarios: list[Scenario],
+               harness: Harness) -> list[pytest.Item]:
+    """Per scenario, a shard node for every worker and the judge node, collected.
+
+    Bound to ``shared`` (``functools.partial``), this is the session's ``make_scenario_nodes``.
+    """
+    nodes: list[pytest.Collector] = []
+    for scenario in scenarios:
+        nodes.extend(ShardNode.create(session, scenario, harness, shared, worker) for worker in shared.worker_ids)
+        nodes.append(JudgeNode.create(session, scenario, harness, shared))
+    return collect_nodes(session, nodes)
 
 
 class ShardNode(pytest.Collector):
@@ -52,11 +60,9 @@ class ShardNode(pytest.Collector):
         return [ShardItem.from_parent(self, name="run")]
 
     def setup(self) -> None:
-        from pytest_quaero.extension import Extensions
-
         folder = self.shared.directory(self.config, self.scenario.name)
         try:
-            self.shared.prepare_once(self.config, self.harness)
+            self.shared.prepare_once(self.config, self.harness.settings)
             base = self.harness.settings
             settings = base.replace(
                 source="--quaero-shared-db", db_path=self.shared.path,
@@ -64,8 +70,8 @@ class ShardNode(pytest.Collector):
             )
             waited, complete = self.shared.barrier(folder)
             result = self.harness.run(self.scenario, settings, extensions=Extensions.for_node(self))
-        except BaseException as exc:
-            _write_json(folder / f"{self.worker}.error", {"error": f"{type(exc).__name__}: {exc}"})
+        except BaseException as exc:  # re-raised: the judge must learn of any failure, even an interrupt
+            write_json(folder / f"{self.worker}.error", {"error": f"{type(exc).__name__}: {exc}"})
             raise
         result.extra["shared_db"] = {
             "worker": self.worker, "workers": self.shared.workers, "path": self.shared.path,
@@ -73,7 +79,7 @@ class ShardNode(pytest.Collector):
             "barrier_wait": round(waited, 3), "barrier_complete": complete,
         }
         self.result = result
-        _write_json(folder / f"{self.worker}.json", result.to_dict())
+        write_json(folder / f"{self.worker}.json", result.to_dict())
 
     def reportinfo(self) -> tuple[Any, int | None, str]:
         return self.path, None, self.name
@@ -116,10 +122,6 @@ class JudgeNode(ScenarioNode):
         return [*super().collect(), CriterionItem.from_parent(self, name=OVERLAP_KEY)]
 
     def setup(self) -> None:
-        from pytest_quaero.core.criteria import evaluate
-        from pytest_quaero.extension import Extensions
-        from pytest_quaero.core.metrics import RunResult
-
         self.carried = False
         folder = self.shared.directory(self.config, self.scenario.name)
         deadline = time.monotonic() + self.scenario.time_limit + BARRIER_TIMEOUT + 60
@@ -143,7 +145,7 @@ class JudgeNode(ScenarioNode):
         parts.sort(key=lambda part: str(part.extra.get("shared_db", {}).get("worker", "")))
         merged = merge_results(parts, shared_path=self.shared.path)
         thresholds = self.harness.thresholds(self.scenario)
-        verdicts = [_combined_stagger(parts, v) if v.criterion == "worker_staggering" else v
+        verdicts = [combined_stagger(parts, v) if v.criterion == "worker_staggering" else v
                     for v in evaluate(merged, thresholds)]
         verdicts.append(overlap_verdict(merged))
         extensions = Extensions.for_node(self)

@@ -17,7 +17,7 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a script: make ``gallery`` importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from gallery.cases import CASES, failed_criteria, run_case  # noqa: E402
+from gallery.cases import CASES, failed_criteria, run_case
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,310 @@
+"""``pytest --quaero-audit=PATH.db``: the integrity criteria, judged on a database you already have.
+
+For a file a service left behind (a Go goqite service, Quaero itself, or a kept
+run of this plugin): messages left, dead messages, orphaned children, children
+per parent, parent progress against child statuses, the WAL left behind, and
+SQLite's own ``quick_check``. Each is one test item, ``quaero-audit[quaero.db]::orphans``.
+
+Never changes the file. It is opened read-only, and in the way that touches
+the least:
+
+* a ``-shm`` file exists (the service may still have the file open): ``mode=ro``,
+  so SQLite's locks and the WAL index are honoured and the WAL's frames are read;
+* no ``-shm`` but a ``-wal`` with frames (a service that was killed): nobody has
+  the file open, so the database and its WAL are copied to a temporary folder
+  and the copy is audited (``mode=ro`` would create a ``-shm`` next to the file);
+* neither: ``mode=ro&immutable=1``, which takes no locks and creates nothing.
+
+The file's header is read before any connection exists, never during one: in
+this process an ``open()``/``close()`` of the file would drop the POSIX locks an
+open connection holds (sqlite-locking notes, section 8).
+
+Both ``crawl_jobs`` shapes are understood: this plugin's (progress counters as
+columns) and Quaero's (``progress_json``, ``parent_id`` NULL for a parent).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sqlite3
+import struct
+import tempfile
+import urllib.parse
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from pytest_quaero.core.criteria import Verdict
+
+if TYPE_CHECKING:
+    from pytest_quaero.core.settings import Settings
+
+__all__ = ["AUDIT_CRITERIA", "AuditError", "AuditResult", "audit", "inspect_file", "open_readonly"]
+
+SQLITE_HEADER = b"SQLite format 3\x00"
+#: SQLite's default wal_autocheckpoint, in pages: a WAL longer than this was not checkpointed
+WAL_AUTOCHECKPOINT = 1000
+
+#: key, title; the order of the items
+AUDIT_CRITERIA: tuple[tuple[str, str], ...] = (
+    ("messages_left", "Messages Left in the Queue"),
+    ("dead_messages", "Dead Messages"),
+    ("orphans", "Orphaned Children"),
+    ("children_per_parent", "Children per Parent"),
+    ("parent_progress", "Parent Progress vs Child Statuses"),
+    ("wal_checkpoint", "WAL Checkpoint State"),
+    ("sqlite_integrity", "SQLite quick_check"),
+)
+_NEEDS = {"messages_left": "goqite", "dead_messages": "goqite", "orphans": "crawl_jobs",
+          "children_per_parent": "crawl_jobs", "parent_progress": "crawl_jobs"}
+
+
+class AuditError(ValueError):
+    """The file cannot be audited: missing, not SQLite, or without the tables."""
+
+
+@dataclass(frozen=True)
+class FileFacts:
+    """What the audit knows about the file before opening it."""
+
+    path: str
+    size: int
+    page_size: int
+    wal_header: bool
+    wal_bytes: int
+    shm_exists: bool
+
+    @property
+    def wal_frames(self) -> int:
+        if self.wal_bytes <= 32:
+            return 0
+        return (self.wal_bytes - 32) // (self.page_size + 24)
+
+
+def inspect_file(path: str, where: str = "--quaero-audit") -> FileFacts:
+    """Check that ``path`` is an SQLite database; read its header (no connection is open)."""
+    label = f"{where}={path}"
+    if not os.path.exists(path):
+        raise AuditError(f"{label}: no such file.")
+    if not os.path.isfile(path):
+        raise AuditError(f"{label}: not a file.")
+    with open(path, "rb") as handle:
+        header = handle.read(100)
+    if len(header) < 100 or not header.startswith(SQLITE_HEADER):
+        raise AuditError(f"{label}: not an SQLite database (the file does not start with 'SQLite format 3').")
+    page_size = struct.unpack(">H", header[16:18])[0]
+    page_size = 65536 if page_size == 1 else page_size
+    wal_path, shm_path = path + "-wal", path + "-shm"
+    return FileFacts(
+        path=path,
+        size=os.path.getsize(path),
+        page_size=page_size,
+        wal_header=header[18] == 2 and header[19] == 2,
+        wal_bytes=os.path.getsize(wal_path) if os.path.exists(wal_path) else 0,
+        shm_exists=os.path.exists(shm_path),
+    )
+
+
+def _uri(path: str, **params: str) -> str:
+    query = "&".join(f"{k}={v}" for k, v in params.items())
+    return f"file:{urllib.parse.quote(os.path.abspath(path))}?{query}"
+
+
+@contextmanager
+def open_readonly(facts: FileFacts) -> Iterator[tuple[sqlite3.Connection, str]]:
+    """A read-only connection chosen as the module docstring says; yields (conn, how)."""
+    scratch: str | None = None
+    if facts.shm_exists:
+        uri, how = _uri(facts.path, mode="ro"), "mode=ro (the -shm exists: the file may be open elsewhere)"
+    elif facts.wal_bytes > 0:
+        scratch = tempfile.mkdtemp(prefix="quaero-audit-")
+        copy = os.path.join(scratch, os.path.basename(facts.path))
+        shutil.copyfile(facts.path, copy)
+        shutil.copyfile(facts.path + "-wal", copy + "-wal")
+        uri, how = _uri(copy, mode="ro"), "a copy with its WAL (no -shm: nobody has the file open)"
+    else:
+        uri, how = _uri(facts.path, mode="ro", immutable="1"), "mode=ro&immutable=1 (no WAL to read)"
+    conn = sqlite3.connect(uri, uri=True, isolation_level=None)
+    try:
+        yield conn, how
+    finally:
+        conn.close()
+        if scratch is not None:
+            shutil.rmtree(scratch, ignore_errors=True)
+
+
+@dataclass
+class AuditResult:
+    """Everything the audit found, as plain data; ``verdicts`` per criterion key."""
+
+    path: str
+    opened: str
+    tables: list[str]
+    facts: dict[str, Any] = field(default_factory=dict)
+    verdicts: dict[str, dict[str, Any]] = field(default_factory=dict)
+    skipped: dict[str, str] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"path": self.path, "opened": self.opened, "tables": self.tables, "facts": self.facts,
+                "verdicts": self.verdicts, "skipped": self.skipped}
+
+
+def _columns(conn: sqlite3.Connection, table: str) -> set[str]:
+    return {row[1] for row in conn.execute(f"pragma table_info({table})").fetchall()}
+
+
+def tables_of(conn: sqlite3.Connection) -> list[str]:
+    return [row[0] for row in conn.execute("select name from sqlite_master where type = 'table' order by name")]
+
+
+def check_auditable(path: str, where: str = "--quaero-audit") -> FileFacts:
+    """Usage checks up front: SQLite, readable, and a goqite or crawl_jobs table in it."""
+    facts = inspect_file(path, where)
+    try:
+        with open_readonly(facts) as (conn, _):
+            tables = tables_of(conn)
+    except sqlite3.DatabaseError as exc:
+        raise AuditError(f"{where}={path}: cannot be read as an SQLite database ({exc}).") from None
+    if "goqite" not in tables and "crawl_jobs" not in tables:
+        found = ", ".join(tables) or "none"
+        raise AuditError(f"{where}={path}: has neither a goqite table nor a crawl_jobs table (tables: {found}); "
+                         "audit needs at least one of them.")
+    return facts
+
+
+# The parent of a child is a row with no parent (NULL in Quaero, '' here).
+_IS_PARENT = "(parent_id IS NULL OR parent_id = '')"
+
+
+def _progress_columns(cols: set[str]) -> dict[str, str] | None:
+    if {"total_urls", "completed_urls", "failed_urls", "pending_urls"} <= cols:
+        return {k: f"p.{k}" for k in ("total_urls", "completed_urls", "failed_urls", "pending_urls")}
+    if "progress_json" in cols:
+        return {k: f"COALESCE(json_extract(p.progress_json, '$.{k}'), 0)"
+                for k in ("total_urls", "completed_urls", "failed_urls", "pending_urls")}
+    return None
+
+
+def _examples(rows: list[str], limit: int = 3) -> str:
+    return "e.g. " + "; ".join(rows[:limit]) if rows else ""
+
+
+def audit(path: str, settings: Settings) -> AuditResult:
+    """Run every audit query read-only and judge each criterion."""
+    facts = check_auditable(path)
+    with open_readonly(facts) as (conn, how):
+        tables = tables_of(conn)
+        result = AuditResult(path=os.path.abspath(path), opened=how, tables=tables)
+        result.facts["journal"] = "wal" if facts.wal_header else "rollback"
+        if "goqite" in tables:
+            _audit_queue(conn, settings.max_receive, result)
+        if "crawl_jobs" in tables:
+            _audit_jobs(conn, result)
+        check = [row[0] for row in conn.execute("pragma quick_check").fetchall()]
+    ok = check == ["ok"]
+    result.verdicts["sqlite_integrity"] = Verdict(
+        "sqlite_integrity", "SQLite quick_check", "ok" if ok else f"{len(check)} problems", "ok", ok,
+        detail="" if ok else _examples(check)).as_dict()
+    _judge_wal(facts, result)
+    for key, table in _NEEDS.items():
+        if key not in result.verdicts:
+            result.skipped[key] = f"no {table} table in {os.path.basename(path)}"
+    return result
+
+
+def _audit_queue(conn: sqlite3.Connection, max_receive: int, result: AuditResult) -> None:
+    rows = conn.execute(
+        "select queue, count(*), coalesce(sum(received >= ?), 0) from goqite group by queue order by queue",
+        (max_receive,),
+    ).fetchall()
+    per_queue = {queue: {"messages": total, "dead": dead} for queue, total, dead in rows}
+    result.facts["queues"] = per_queue
+    left = sum(total - dead for _, total, dead in rows)
+    dead = sum(d for _, _, d in rows)
+    where = ", ".join(f"{q} {v['messages'] - v['dead']}" for q, v in per_queue.items() if v["messages"] - v["dead"])
+    result.verdicts["messages_left"] = Verdict(
+        "messages_left", "Messages Left in the Queue", str(left), "= 0", left == 0, left,
+        detail=f"still deliverable: {where}" if left else "").as_dict()
+    where = ", ".join(f"{q} {v['dead']}" for q, v in per_queue.items() if v["dead"])
+    result.verdicts["dead_messages"] = Verdict(
+        "dead_messages", "Dead Messages", str(dead), f"= 0 (received >= max_receive {max_receive})", dead == 0, dead,
+        detail=f"never delivered again: {where}" if dead else "").as_dict()
+
+
+def _audit_jobs(conn: sqlite3.Connection, result: AuditResult) -> None:
+    cols = _columns(conn, "crawl_jobs")
+    parents = int(conn.execute(f"select count(*) from crawl_jobs where {_IS_PARENT}").fetchone()[0])
+    children = int(conn.execute(f"select count(*) from crawl_jobs where not {_IS_PARENT}").fetchone()[0])
+    result.facts.update({"parents": parents, "children": children,
+                         "progress": "progress_json" if "progress_json" in cols and "total_urls" not in cols
+                         else "columns"})
+    orphan_rows = conn.execute(
+        f"select c.id, c.parent_id from crawl_jobs c where not {_IS_PARENT.replace('parent_id', 'c.parent_id')} "
+        f"and c.parent_id not in (select id from crawl_jobs where {_IS_PARENT}) limit 20").fetchall()
+    orphans = int(conn.execute(
+        f"select count(*) from crawl_jobs c where not {_IS_PARENT.replace('parent_id', 'c.parent_id')} "
+        f"and c.parent_id not in (select id from crawl_jobs where {_IS_PARENT})").fetchone()[0])
+    result.verdicts["orphans"] = Verdict(
+        "orphans", "Orphaned Children", str(orphans), "= 0", orphans == 0, orphans,
+        detail=_examples([f"{cid} -> missing {pid}" for cid, pid in orphan_rows])).as_dict()
+
+    progress = _progress_columns(cols)
+    if progress is None:
+        result.skipped["children_per_parent"] = "crawl_jobs has neither progress counters nor progress_json"
+        result.skipped["parent_progress"] = result.skipped["children_per_parent"]
+        return
+    rows = conn.execute(
+        f"select p.id, p.status, {progress['total_urls']}, {progress['completed_urls']}, "
+        f"{progress['failed_urls']}, {progress['pending_urls']}, count(c.id), "
+        "coalesce(sum(c.status = 'completed'), 0), coalesce(sum(c.status = 'failed'), 0) "
+        f"from crawl_jobs p left join crawl_jobs c on c.parent_id = p.id "
+        f"where {_IS_PARENT.replace('parent_id', 'p.parent_id')} group by p.id order by p.id").fetchall()
+    count_bad: list[str] = []
+    progress_bad: list[str] = []
+    for pid, status, total, done, failed, pending, kids, kids_done, kids_failed in rows:
+        total, done, failed, pending = (int(v or 0) for v in (total, done, failed, pending))
+        if kids != total:
+            count_bad.append(f"{pid}: {kids} children, total_urls {total}")
+        problems = []
+        if (done, failed) != (kids_done, kids_failed):
+            problems.append(f"counters completed={done} failed={failed}, children say "
+                            f"completed={kids_done} failed={kids_failed} of {kids}")
+        if pending != total - done - failed:
+            problems.append(f"pending={pending} but total-completed-failed={total - done - failed}")
+        if total and (status == "completed") != (pending == 0):
+            problems.append(f"status {status!r} with {pending} pending")
+        if problems:
+            progress_bad.append(f"{pid}: " + ", ".join(problems))
+    result.facts["parents_checked"] = len(rows)
+    result.verdicts["children_per_parent"] = Verdict(
+        "children_per_parent", "Children per Parent", f"{len(rows) - len(count_bad)}/{len(rows)} parents match",
+        "children = total_urls for every parent", not count_bad, len(count_bad),
+        detail=_examples(count_bad)).as_dict()
+    result.verdicts["parent_progress"] = Verdict(
+        "parent_progress", "Parent Progress vs Child Statuses",
+        f"{len(rows) - len(progress_bad)}/{len(rows)} parents agree",
+        "counters = child statuses, completed iff pending = 0", not progress_bad, len(progress_bad),
+        detail=_examples(progress_bad)).as_dict()
+
+
+def _judge_wal(facts: FileFacts, result: AuditResult) -> None:
+    frames = facts.wal_frames
+    result.facts.update({"wal_bytes": facts.wal_bytes, "wal_frames": frames, "page_size": facts.page_size,
+                         "shm_exists": facts.shm_exists})
+    if not facts.wal_header:
+        measured = "rollback journal (no WAL)"
+    elif facts.wal_bytes == 0:
+        measured = "no WAL left (checkpointed)"
+    else:
+        measured = f"-wal {facts.wal_bytes / 1024:.0f} KiB, {frames} frames"
+    detail = ""
+    if frames:
+        detail = ("the -wal was left behind: its last connection did not close cleanly, or it is still open"
+                  if facts.shm_exists else "the -wal was left behind by a connection that did not close")
+        if frames > WAL_AUTOCHECKPOINT:
+            detail += "; longer than wal_autocheckpoint: checkpoints were starved by readers or disabled"
+    result.verdicts["wal_checkpoint"] = Verdict(
+        "wal_checkpoint", "WAL Checkpoint State", measured, f"<= {WAL_AUTOCHECKPOINT} frames (wal_autocheckpoint)",
+        frames <= WAL_AUTOCHECKPOINT, frames, detail).as_dict()

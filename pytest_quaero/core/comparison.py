@@ -1,0 +1,278 @@
+"""Comparing a run with its baseline: which figures can be gated, the rules, the table.
+
+Rules such as ``throughput:10%`` (relative) or ``retries:+50`` (absolute) say how much
+worse than the baseline a figure may get. Every metric knows which direction is worse;
+only worse fails. Counts that must stay zero (busy errors, duplicates, lost jobs) stay
+absolute criteria of the run itself; a baseline only gates what has no fixed bound,
+such as speed. Where baselines are kept is :mod:`pytest_quaero.core.baseline`.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from pytest_quaero.core.fields import parse_duration
+from pytest_quaero.core.metrics import RunResult
+
+__all__ = [
+    "METRICS",
+    "BaselineError",
+    "CompareRule",
+    "Comparison",
+    "Metric",
+    "MetricRow",
+    "compare",
+    "format_table",
+    "parse_rules",
+    "scenario_key",
+]
+
+
+class BaselineError(ValueError):
+    """A rule, a baseline file or a save that cannot be used; the message says which."""
+
+
+# ---------------------------------------------------------------- metrics
+
+
+@dataclass(frozen=True)
+class Metric:
+    """A figure a baseline can gate, and which way it gets worse."""
+
+    name: str
+    title: str
+    unit: str
+    #: True when a higher value is a regression (time, retries); False for throughput
+    higher_is_worse: bool
+    value: Callable[[RunResult], float]
+    #: seconds: absolute limits may be written as durations (``p95:+50ms``)
+    is_duration: bool = False
+
+    def format(self, value: float | None) -> str:
+        if value is None:
+            return "-"
+        if self.is_duration:
+            return f"{value * 1000:.1f}ms" if value < 1 else f"{value:.2f}s"
+        if self.unit == "jobs/s":
+            return f"{value:.1f} jobs/s"
+        return f"{value:g}"
+
+
+def _retries(result: RunResult) -> float:
+    """Attempts beyond each operation's first: every retry the run needed."""
+    totals = result.retry_totals
+    return float(max(0, totals.attempts - totals.operations))
+
+
+METRICS: dict[str, Metric] = {
+    metric.name: metric
+    for metric in (
+        Metric("throughput", "Throughput", "jobs/s", False, lambda r: r.throughput),
+        Metric("execution_time", "Execution Time", "s", True, lambda r: r.execution_time, True),
+        Metric("p95", "Processing Time p95", "s", True, lambda r: r.p95, True),
+        Metric("latency_p95", "Enqueue-to-Done Latency p95", "s", True, lambda r: r.latency_p95, True),
+        Metric("avg_processing_time", "Average Processing Time", "s", True, lambda r: r.avg_processing_time, True),
+        Metric("retries", "Retries", "", True, _retries),
+        Metric("busy_errors", "SQLITE_BUSY Errors", "", True, lambda r: float(r.busy_errors)),
+        Metric("redeliveries", "Redeliveries", "", True, lambda r: float(r.redeliveries)),
+    )
+}
+_ALIASES = {"busy": "busy_errors", "latency": "latency_p95", "time": "execution_time", "retry": "retries"}
+
+
+# ---------------------------------------------------------------- rules
+
+_RULE = re.compile(r"^\s*(?P<metric>[a-z_0-9]+)\s*:\s*(?P<limit>\S+)\s*$", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class CompareRule:
+    """``throughput:10%`` or ``retries:+50``: how much worse than the baseline is allowed."""
+
+    metric: Metric
+    #: "percent" (relative to the baseline) or "absolute" (in the metric's unit)
+    kind: str
+    limit: float
+    text: str
+
+    def bound(self, before: float) -> float:
+        """The worst value that still passes, given the baseline value."""
+        sign = 1.0 if self.metric.higher_is_worse else -1.0
+        if self.kind == "percent":
+            return before * (1.0 + sign * self.limit / 100.0)
+        return before + sign * self.limit
+
+    def passes(self, before: float, now: float) -> bool:
+        bound = self.bound(before)
+        if self.metric.higher_is_worse:
+            return now <= bound + 1e-12
+        return now >= bound - 1e-12
+
+    def describe_bound(self, before: float) -> str:
+        bound = self.bound(before)
+        op = "<=" if self.metric.higher_is_worse else ">="
+        if self.kind == "percent":
+            sign = "+" if self.metric.higher_is_worse else "-"
+            return f"{op} {self.metric.format(max(bound, 0.0))} ({sign}{self.limit:g}%)"
+        shown = f"{self.limit * 1000:g}ms" if self.metric.is_duration else f"{self.limit:g}"
+        sign = "+" if self.metric.higher_is_worse else "-"
+        return f"{op} {self.metric.format(max(bound, 0.0))} ({sign}{shown})"
+
+
+def _parse_limit(metric: Metric, text: str, where: str) -> tuple[str, float]:
+    limit = text.strip()
+    if limit.endswith("%"):
+        try:
+            value = float(limit[:-1])
+        except ValueError:
+            raise BaselineError(f"{where}: {limit!r} is not a percentage") from None
+        if value < 0 or not math.isfinite(value):
+            raise BaselineError(f"{where}: a percentage must be >= 0")
+        return "percent", value
+    if not limit.startswith("+"):
+        raise BaselineError(
+            f"{where}: write a relative limit as N% (e.g. {metric.name}:10%) or an absolute one as +N "
+            f"(e.g. {metric.name}:+{'50ms' if metric.is_duration else '5'})"
+        )
+    amount = limit[1:]
+    if metric.is_duration and re.search(r"[a-z]$", amount, re.IGNORECASE):
+        try:
+            return "absolute", parse_duration(amount)
+        except ValueError:
+            raise BaselineError(f"{where}: {amount!r} is not a duration such as 50ms or 1s") from None
+    try:
+        value = float(amount)
+    except ValueError:
+        raise BaselineError(f"{where}: {amount!r} is not a number") from None
+    if value < 0 or not math.isfinite(value):
+        raise BaselineError(f"{where}: an absolute limit must be >= 0")
+    return "absolute", value
+
+
+def parse_rules(texts: Sequence[str] | str, *, option: str = "--quaero-compare-fail") -> list[CompareRule]:
+    """``["throughput:10%,p95:25%", "retries:+50"]`` -> rules; a later rule for a metric wins."""
+    if isinstance(texts, str):
+        texts = [texts]
+    rules: dict[str, CompareRule] = {}
+    for text in texts:
+        for part in text.split(","):
+            if not part.strip():
+                continue
+            where = f"{option}={part.strip()}"
+            match = _RULE.match(part)
+            if match is None:
+                raise BaselineError(
+                    f"{where}: expected METRIC:N% or METRIC:+N, e.g. throughput:10%,p95:25%,retries:+50; "
+                    f"metrics: {', '.join(METRICS)}"
+                )
+            name = match["metric"].lower()
+            metric = METRICS.get(_ALIASES.get(name, name))
+            if metric is None:
+                raise BaselineError(f"{where}: unknown metric {name!r}; allowed: {', '.join(METRICS)}")
+            kind, limit = _parse_limit(metric, match["limit"], where)
+            rules[metric.name] = CompareRule(metric, kind, limit, part.strip())
+    return list(rules.values())
+
+
+# ---------------------------------------------------------------- comparing
+
+
+@dataclass(frozen=True)
+class MetricRow:
+    """One line of a comparison: before, now, change and (if a rule applies) the limit."""
+
+    metric: str
+    title: str
+    before: float
+    now: float
+    before_text: str
+    now_text: str
+    change: str
+    limit: str
+    #: None when no rule gates this metric (shown for information only)
+    passed: bool | None
+
+    @property
+    def status(self) -> str:
+        return "-" if self.passed is None else ("PASS" if self.passed else "FAIL")
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "metric": self.metric, "title": self.title, "before": self.before, "now": self.now,
+            "before_text": self.before_text, "now_text": self.now_text, "change": self.change,
+            "limit": self.limit, "passed": self.passed, "status": self.status,
+        }
+
+
+@dataclass
+class Comparison:
+    """A run compared with its baseline."""
+
+    key: str
+    rows: list[MetricRow] = field(default_factory=list)
+
+    @property
+    def regressions(self) -> list[MetricRow]:
+        return [row for row in self.rows if row.passed is False]
+
+    @property
+    def regressed(self) -> bool:
+        return bool(self.regressions)
+
+    def summary(self) -> str:
+        gated = [row for row in self.rows if row.passed is not None]
+        if not gated:
+            return "no --quaero-compare-fail rule; shown for information"
+        if self.regressed:
+            return "; ".join(f"{row.metric} {row.now_text} vs {row.before_text} ({row.change})"
+                             for row in self.regressions)
+        return f"{len(gated)} metric{'s' if len(gated) != 1 else ''} within limits"
+
+
+def _change(before: float, now: float) -> str:
+    if before == 0:
+        return "±0" if now == 0 else "new"
+    return f"{(now - before) / before * 100:+.1f}%"
+
+
+def compare(before: RunResult, now: RunResult, rules: Sequence[CompareRule]) -> Comparison:
+    """Every metric before and now; the ruled ones pass or fail, in the rules' direction."""
+    ruled = {rule.metric.name: rule for rule in rules}
+    comparison = Comparison(scenario_key(now))
+    for metric in METRICS.values():
+        old, new = float(metric.value(before)), float(metric.value(now))
+        rule = ruled.get(metric.name)
+        comparison.rows.append(MetricRow(
+            metric.name, metric.title, old, new, metric.format(old), metric.format(new), _change(old, new),
+            rule.describe_bound(old) if rule else "", rule.passes(old, new) if rule else None,
+        ))
+    return comparison
+
+
+_TABLE_HEADERS = ("metric", "before", "now", "change", "limit", "status")
+
+
+def format_table(rows: Sequence[MetricRow] | Sequence[Mapping[str, Any]], *, gated_only: bool = False) -> list[str]:
+    """Aligned text lines: metric, before, now, change, limit, status."""
+    cells: list[tuple[str, ...]] = []
+    for row in rows:
+        data = row.as_dict() if isinstance(row, MetricRow) else row
+        if gated_only and data["passed"] is None:
+            continue
+        cells.append((data["metric"], data["before_text"], data["now_text"], data["change"], data["limit"] or "-",
+                      data["status"]))
+    widths = [max(len(line[i]) for line in [_TABLE_HEADERS, *cells]) for i in range(len(_TABLE_HEADERS))]
+    return ["  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip()
+            for line in [_TABLE_HEADERS, *cells]]
+
+
+def scenario_key(result: RunResult | Mapping[str, Any]) -> str:
+    """``light-5x20``: the scenario's name and shape."""
+    if isinstance(result, RunResult):
+        return f"{result.scenario}-{result.parents}x{result.children_per_parent}"
+    return f"{result['scenario']}-{result['parents']}x{result['children_per_parent']}"
+

@@ -1,0 +1,224 @@
+"""One worker's life: open its queue and store, wait its stagger, then receive, process, delete.
+
+The loop is goqite's: when processing fails the message is left alone and comes back
+after the visibility timeout, until ``max_receive``. A worker reports what happened as
+small tuples (events) through one ``emit`` callable, so the pool measures threads and
+processes alike and nothing has to be read back from a worker's memory afterwards:
+
+* ``("started", index, wall_time, monotonic)``
+* ``("job", index, job_id, outcome, received_at, done_at, latency, attempt)`` where
+  outcome is ``completed``, ``duplicate``, ``retry`` (left for redelivery), ``failed``
+  (gave up at max_receive) or ``error`` (a database error escaped the retries)
+* ``("busy", index, code)`` each time SQLite raised a lock error (live progress)
+* ``("error", index, text)`` for a failure outside any job
+* ``("stopped", index, monotonic, busy_seconds, retry_counters)``
+
+:func:`process_entry` is the body of a spawned worker process; the same
+:func:`worker_main` runs in a thread of the pool in thread mode.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from multiprocessing.connection import Connection
+from typing import Any, Protocol
+
+from pytest_quaero.core import db
+from pytest_quaero.core.jobs import Handler, Job, JobContext, decode_job
+from pytest_quaero.core.log import TemplateFormatter, WorkerLog, get_logger, logger
+from pytest_quaero.core.queue import Message, Queue
+from pytest_quaero.core.retry import Retrier, classify
+from pytest_quaero.core.settings import Settings
+from pytest_quaero.core.store import JobStore
+
+__all__ = [
+    "Endpoint",
+    "EndpointFactory",
+    "Event",
+    "StopSignal",
+    "WorkerSpec",
+    "open_endpoint",
+    "process_entry",
+    "worker_main",
+]
+
+#: what a worker reports; the module docstring lists the shapes
+Event = tuple[Any, ...]
+
+
+class StopSignal(Protocol):
+    """A ``threading.Event`` (thread mode) or a ``multiprocessing`` Event (process mode)."""
+
+    def is_set(self) -> bool: ...
+
+    def wait(self, timeout: float | None = None) -> bool: ...
+
+
+@dataclass
+class Endpoint:
+    """What one worker or producer works through: a queue and a store, and how to close them."""
+
+    queue: Any
+    store: Any
+    close: Callable[[], None]
+
+
+def open_endpoint(db_path: str, settings: Settings) -> Endpoint:
+    """The built-in queue and store on one fresh connection (so child + message share a transaction)."""
+    conn = db.connect(db_path, settings)
+    queue = Queue(
+        conn, settings.queue_name, visibility_timeout=settings.visibility_timeout, max_receive=settings.max_receive
+    )
+    store = JobStore(conn, begin_immediate=settings.begin_immediate)
+    return Endpoint(queue=queue, store=store, close=conn.close)
+
+
+EndpointFactory = Callable[[str, Settings], Endpoint]
+
+
+@dataclass(frozen=True)
+class WorkerSpec:
+    """Everything a worker needs, picklable so a process worker can be spawned from it."""
+
+    index: int
+    db_path: str
+    settings: Settings
+    handler: Handler
+    endpoint_factory: EndpointFactory
+    log_path: str | None = None
+
+    @property
+    def name(self) -> str:
+        return f"JobWorker-{self.index + 1}"
+
+
+def worker_main(spec: WorkerSpec, emit: Callable[[Event], None], stop: StopSignal, pool_started: float) -> None:
+    """One worker's whole life: wait its stagger, then receive/process/delete until stopped."""
+    settings = spec.settings
+    log = get_logger(spec.name)
+    deadline = pool_started + spec.index * settings.stagger
+    if stop.wait(max(0.0, deadline - time.monotonic())):
+        return
+    retrier = Retrier(settings.retry_attempts, settings.retry_backoff,
+                      busy_timeout_ms=settings.busy_timeout_ms, name=spec.name,
+                      on_busy=lambda code: emit(("busy", spec.index, code)))
+    try:
+        # Opening can meet a lock too (PRAGMAs in rollback-journal mode): retried and counted.
+        endpoint = retrier.call("connect", lambda: spec.endpoint_factory(spec.db_path, settings))
+    except Exception as exc:  # a worker that cannot open its queue must say so, not vanish
+        emit(("error", spec.index, f"could not open queue/store: {type(exc).__name__}: {exc}"))
+        # its counters still travel: the busy error that stopped it counts like any other
+        emit(("stopped", spec.index, time.monotonic(), 0.0, retrier.snapshot()))
+        raise
+    started = time.monotonic()
+    emit(("started", spec.index, time.time(), started))
+    log.info("Worker %d started successfully (%dms after pool start)", spec.index + 1,
+             round((started - pool_started) * 1000))
+    context = JobContext(spec.name, spec.index, settings, spec.db_path)
+    busy_seconds = 0.0
+    try:
+        while not stop.is_set():
+            try:
+                message = retrier.call("queue_receive", endpoint.queue.receive)
+            except sqlite3.Error as exc:
+                emit(("error", spec.index, f"receive: {classify(exc) or type(exc).__name__}: {exc}"))
+                stop.wait(settings.poll_interval)
+                continue
+            if message is None:
+                stop.wait(settings.poll_interval)
+                continue
+            received_at = time.monotonic()
+            outcome, job_id, enqueued_at = _process(message, endpoint, retrier, spec.handler, context, log)
+            done_at = time.monotonic()
+            busy_seconds += done_at - received_at
+            # enqueued_at comes from the body _process decoded: one json.loads per job, not two.
+            latency = max(0.0, time.time() - enqueued_at) if enqueued_at is not None else 0.0
+            emit(("job", spec.index, job_id, outcome, received_at, done_at, latency, message.received))
+    except BaseException as exc:  # a crashed worker must be reported, not vanish
+        emit(("error", spec.index, f"worker crashed: {type(exc).__name__}: {exc}"))
+        raise
+    finally:
+        emit(("stopped", spec.index, time.monotonic(), busy_seconds, retrier.snapshot()))
+        endpoint.close()
+
+
+def _process(
+    message: Message, endpoint: Endpoint, retrier: Retrier, handler: Handler, context: JobContext, log: WorkerLog
+) -> tuple[str, str, float | None]:
+    """Run one received job: ``(outcome, job id, enqueued_at)``; enqueued_at is None if undecodable."""
+    try:
+        job = decode_job(message)
+    except (ValueError, KeyError) as exc:
+        log.error("Undecodable message %s left for redelivery: %s", message.id, exc)
+        return "error", message.id, None
+    outcome = _run_job(job, message, endpoint, retrier, handler, context, log)
+    return outcome, job.job_id, job.enqueued_at
+
+
+def _run_job(
+    job: Job, message: Message, endpoint: Endpoint, retrier: Retrier, handler: Handler, context: JobContext,
+    log: WorkerLog,
+) -> str:
+    store, queue = endpoint.store, endpoint.queue
+    log.debug("Processing message %s (attempt %d)", job.job_id, job.attempt)
+    try:
+        retrier.call("save_job", lambda: store.mark_running(job.job_id), job.job_id)
+        handler(job, context)
+    except sqlite3.Error as exc:
+        log.error("Database error on %s, message left for redelivery: %s", job.job_id, exc)
+        return "error"
+    except Exception as exc:  # noqa: BLE001 - whatever a user's handler raises, goqite leaves the message for redelivery
+        return _handler_failed(job, message, exc, endpoint, retrier, context, log)
+    try:
+        counted = retrier.call(
+            "progress_update", lambda: store.finish_child(job.job_id, job.parent_id), job.job_id
+        )
+        retrier.call("queue_delete", lambda: queue.delete(message.id), job.job_id)
+    except sqlite3.Error as exc:
+        log.error("Database error finishing %s, message left for redelivery: %s", job.job_id, exc)
+        return "error"
+    if not counted:
+        log.warning("Job %s was already finished: processed twice", job.job_id)
+        return "duplicate"
+    log.debug("Completed job %s", job.job_id)
+    return "completed"
+
+
+def _handler_failed(
+    job: Job, message: Message, exc: Exception, endpoint: Endpoint, retrier: Retrier, context: JobContext,
+    log: WorkerLog,
+) -> str:
+    error = f"{type(exc).__name__}: {exc}"
+    final = message.received >= context.settings.max_receive
+    store = endpoint.store
+    try:
+        if final:
+            log.error("Job %s failed on its last delivery (%d/%d): %s", job.job_id, message.received,
+                      context.settings.max_receive, error)
+            retrier.call("progress_update",
+                         lambda: store.finish_child(job.job_id, job.parent_id, failed=True, error=error), job.job_id)
+            return "failed"
+        log.warning("Job %s failed (delivery %d/%d), left for redelivery: %s", job.job_id, message.received,
+                    context.settings.max_receive, error)
+        retrier.call("save_job", lambda: store.record_attempt_failure(job.job_id, error), job.job_id)
+    except sqlite3.Error as db_exc:
+        log.error("Database error recording the failure of %s: %s", job.job_id, db_exc)
+        return "error"
+    return "retry"
+
+
+def process_entry(spec: WorkerSpec, channel: Connection[Any, Any], stop: StopSignal) -> None:
+    """Body of a spawned worker process: handshake, then the same loop as a thread."""
+    if spec.log_path:
+        handler = logging.FileHandler(spec.log_path, encoding="utf-8")
+        handler.setFormatter(TemplateFormatter())
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+        logger.propagate = False  # a spawned child has no pytest capture to hand lines to
+    channel.send(("ready", spec.index))
+    pool_started = channel.recv()
+    worker_main(spec, channel.send, stop, pool_started)

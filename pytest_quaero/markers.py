@@ -1,0 +1,114 @@
+"""The ``quaero_scenario`` marker, and the scenarios it (or ``--quaero-scenario``) may name.
+
+Imported at every start-up (the plugin registers the marker), so it needs only
+the light core modules: settings and scenarios.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import replace
+from typing import Any
+
+import pytest
+
+from pytest_quaero.core.scenarios import BUILTIN, Scenario
+from pytest_quaero.core.settings import Settings, SettingsError, parse_duration
+from pytest_quaero.session import session_of
+
+__all__ = ["MARKER", "known_scenarios", "scenario_from_marker"]
+
+MARKER = (
+    "quaero_scenario(name=None, *, parents=None, children=None, time_limit=None, **settings): "
+    "the load scenario quaero_run() runs in this test: a name (light, medium, heavy) or a custom "
+    "parents x children tree; keyword settings (workers=4, stagger='100ms', ...) override the session's."
+)
+
+_SCENARIO_NAME = re.compile(r"[a-z0-9][a-z0-9_-]*")
+
+
+def known_scenarios(config: pytest.Config) -> dict[str, Scenario]:
+    """Built-in scenarios plus every one ``pytest_quaero_scenarios`` adds; checked once per session.
+
+    Raises ValueError (the plugin turns it into a usage error) naming the hook
+    implementation that returned something unusable.
+    """
+    session = session_of(config)
+    if session.known_scenarios is None:
+        session.known_scenarios = _collect_scenarios(config)
+    return session.known_scenarios
+
+
+def _impl_origin(impl: Any) -> str:
+    where = getattr(impl.plugin, "__file__", None) or type(impl.plugin).__qualname__
+    return f"{impl.function.__name__} in {where}"
+
+
+def _collect_scenarios(config: pytest.Config) -> dict[str, Scenario]:
+    known: dict[str, Scenario] = dict(BUILTIN)
+    origins = dict.fromkeys(known, "the built-in scenarios")
+    # Called one implementation at a time, so an error can say whose return it was.
+    for impl in reversed(config.hook.pytest_quaero_scenarios.get_hookimpls()):
+        if impl.hookwrapper or impl.wrapper:
+            continue
+        origin = _impl_origin(impl)
+        returned = impl.function()
+        if returned is None:
+            continue
+        if isinstance(returned, Scenario):
+            returned = [returned]
+        if not isinstance(returned, (list, tuple)):
+            raise ValueError(f"{origin} returned {type(returned).__name__}; return a list of "
+                             "pytest_quaero.Scenario.")
+        for scenario in returned:
+            if not isinstance(scenario, Scenario):
+                raise ValueError(f"{origin} returned {scenario!r}; each item must be a pytest_quaero.Scenario.")
+            if not _SCENARIO_NAME.fullmatch(scenario.name) or scenario.name == "all":
+                raise ValueError(f"{origin}: scenario name {scenario.name!r} is not allowed; use lower-case "
+                                 "letters, digits, '-' and '_' (and not 'all').")
+            if scenario.name in known:
+                raise ValueError(f"{origin}: scenario {scenario.name!r} is already defined by "
+                                 f"{origins[scenario.name]}.")
+            known[scenario.name] = scenario
+            origins[scenario.name] = origin
+    return known
+
+
+def scenario_from_marker(
+    config: pytest.Config, args: tuple[Any, ...], kwargs: Mapping[str, Any], *, where: str
+) -> tuple[Scenario, Settings]:
+    """The scenario and settings a ``quaero_scenario`` marker (or quaero_run call) asks for."""
+    kwargs = dict(kwargs)
+    if len(args) > 1:
+        raise pytest.UsageError(f"{where}: takes at most one scenario name, got {args!r}.")
+    name = args[0] if args else kwargs.pop("name", None)
+    parents, children = kwargs.pop("parents", None), kwargs.pop("children", None)
+    time_limit = kwargs.pop("time_limit", None)
+    try:
+        known = known_scenarios(config)
+        if isinstance(name, Scenario):
+            scenario = name
+        elif name is not None and (parents is None and children is None):
+            if str(name) not in known:
+                raise ValueError(f"unknown scenario {name!r}; allowed: {', '.join(known)}")
+            scenario = known[str(name)]
+        else:
+            base = known.get(str(name)) if name is not None else None
+            scenario = Scenario(
+                str(name or "custom"),
+                int(parents if parents is not None else (base.parents if base else 1)),
+                int(children if children is not None else (base.children if base else 1)),
+                float(base.time_limit if base else 300.0),
+            )
+        if time_limit is not None:
+            seconds = float(time_limit) if isinstance(time_limit, (int, float)) else parse_duration(str(time_limit))
+            scenario = replace(scenario, time_limit=seconds)
+        settings = session_of(config).settings
+        if kwargs:
+            settings = settings.replace(source=where, **kwargs)
+    except SettingsError as exc:  # already names the marker as its source
+        raise pytest.UsageError(str(exc)) from None
+    except (ValueError, TypeError) as exc:
+        raise pytest.UsageError(f"{where}: {exc}") from None
+    return scenario, settings

@@ -1,0 +1,259 @@
+"""The report's opening: Executive Summary, Test Configuration, and the Test Results tables.
+
+Also the wording other sections repeat: the environment line (again in the footer) and
+the recommendation (again under Production Readiness Assessment). Reads two keys of
+``RunResult.extra`` besides the run's figures: ``disabled_fixes`` (``--quaero-disable``)
+and ``origin`` (the test that ran the scenario through the ``quaero_run`` fixture).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from pytest_quaero.core.metrics import RunResult
+from pytest_quaero.core.scenarios import BUILTIN
+from pytest_quaero.report.figures import (
+    ReportFigures,
+    expected_jobs,
+    find_verdict,
+    section_names,
+    settings_differ,
+)
+from pytest_quaero.report.wording import (
+    NONE_ICON,
+    cell,
+    describe_failure,
+    duration,
+    mark,
+    names,
+    not_measured,
+    not_run,
+    pct,
+    plural,
+    status,
+    title,
+    utc,
+)
+
+__all__ = [
+    "criteria_rows",
+    "criteria_table",
+    "environment",
+    "executive_summary",
+    "key_findings",
+    "recommendation",
+    "result_tables",
+    "scenario_plan",
+    "system_configuration",
+]
+
+TEMPLATE_TITLE = "# Job Load Test Results"
+
+# The template's scenario table: row title -> criterion key (None: the jobs-created row)
+_TABLE_ROWS: tuple[tuple[str, str | None], ...] = (
+    ("Total Jobs Created", None),
+    ("Execution Time", "execution_time"),
+    ("SQLITE_BUSY Errors", "sqlite_busy_errors"),
+    ("Queue Deletion Success Rate", "queue_deletion"),
+    ("Hierarchy Integrity", "hierarchy_integrity"),
+    ("Job Completion Rate", "completion_rate"),
+    ("Worker Staggering", "worker_staggering"),
+    ("Throughput", "throughput"),
+)
+
+
+# ---------------------------------------------------------------- criteria tables (also the step summary)
+
+
+def criteria_rows(result: RunResult) -> list[tuple[str, str, str, str]]:
+    """The template's table for one run: metric, measured result, criterion, status."""
+    rows: list[tuple[str, str, str, str]] = []
+    created = result.children_found
+    rows.append(("Total Jobs Created", f"{created} ({result.parents} parents x {result.children_per_parent} children)",
+                 f"{result.total_jobs} planned", mark(created == result.total_jobs)))
+    used = set()
+    for row_title, key in _TABLE_ROWS[1:]:
+        assert key is not None
+        verdict = find_verdict(result, key)
+        used.add(key)
+        if verdict is None:
+            rows.append((row_title, not_measured(f"no {key} verdict in this run"), "-", NONE_ICON))
+            continue
+        measured = verdict["measured"] + (f" ({verdict['detail']})" if verdict.get("detail") else "")
+        rows.append((row_title, measured, verdict["required"], status(verdict["passed"])))
+    for verdict in result.verdicts:  # criteria beyond the template's (duplicates, baselines, user criteria)
+        if verdict.get("criterion") in used:
+            continue
+        measured = verdict["measured"] + (f" ({verdict['detail']})" if verdict.get("detail") else "")
+        rows.append((verdict["title"], measured, verdict["required"], status(verdict["passed"])))
+    return rows
+
+
+def criteria_table(rows: Iterable[tuple[str, str, str, str]]) -> list[str]:
+    """``rows`` as the template's Markdown table: Metric | Result | Pass/Fail Criteria | Status."""
+    lines = ["| Metric | Result | Pass/Fail Criteria | Status |", "|--------|--------|-------------------|--------|"]
+    lines += [f"| **{cell(a)}** | {cell(b)} | {cell(c)} | {cell(d)} |" for a, b, c, d in rows]
+    return lines
+
+
+# ---------------------------------------------------------------- Executive Summary
+
+
+def environment(figures: ReportFigures) -> str:
+    """Machine, versions and commit, on one line."""
+    ctx = figures.ctx
+    m, v = ctx.machine, ctx.versions
+    sqlite = figures.results[0].sqlite_version if figures.results else v.get("sqlite", m.get("sqlite_version", "?"))
+    parts = [
+        f"{m.get('system', '?')} {m.get('release', '')} {m.get('machine', '')}".strip(),
+        f"{m.get('cpu_count', '?')} CPUs",
+        f"host {m.get('node', '?')}",
+        f"Python {v.get('python', m.get('python_version', '?'))}",
+        f"SQLite {sqlite}",
+        f"pytest-quaero {v.get('plugin', '?')}",
+    ]
+    commit = ctx.commit
+    if commit.get("available"):
+        parts.append(f"commit {commit.get('describe')}" + (f" on {commit['branch']}" if commit.get("branch") else ""))
+    else:
+        parts.append("commit " + not_measured(f"git describe failed: {commit.get('error', 'no git')}"))
+    return ", ".join(parts)
+
+
+def key_findings(figures: ReportFigures) -> str:
+    """Three sentences: what ran, what SQLite did, which criteria failed."""
+    if not figures.results:
+        return not_measured("no scenario ran, so there is nothing to summarise; run with --quaero-scenario=all")
+    runs = "; ".join(
+        f"{run.label} completed {run.result.jobs_completed}/{run.result.total_jobs} jobs in "
+        f"{duration(run.result.execution_time)} ({run.result.throughput:.1f} jobs/s)"
+        for run in figures.runs
+    )
+    t = figures.totals
+    first = f"Ran {plural(len(figures.runs), 'scenario run')}: {runs}."
+    second = (
+        f"SQLite raised {plural(t.busy, 'lock error')} (SQLITE_BUSY/LOCKED) in {t.operations} database operations, "
+        f"{plural(t.successful_retries, 'operation')} recovered by retrying and {t.exhausted} gave up; "
+        f"{t.deleted}/{t.enqueued} queue "
+        f"messages were deleted and hierarchy integrity was {pct(t.min_integrity)} at worst."
+    )
+    if figures.failed:
+        third = (f"{plural(len(figures.failed), 'criterion', 'criteria')} failed: "
+                 + "; ".join(describe_failure(v, figures.label(r)) for r, v in figures.failed) + ".")
+    else:
+        third = f"All {figures.criteria_count} criteria passed."
+    return " ".join((first, second, third))
+
+
+def recommendation(figures: ReportFigures) -> str:
+    """Approved only when every criterion passed in every template scenario."""
+    if not figures.results:
+        return "NOT APPROVED: nothing was measured (run with --quaero-scenario=all)."
+    if figures.failed:
+        return "NOT APPROVED for production. Failing criteria: " + "; ".join(
+            describe_failure(v, figures.label(r)) for r, v in figures.failed) + "."
+    missing = figures.missing_template_scenarios()
+    ran = names(figures.labels)
+    if missing:
+        return (f"NOT YET APPROVED: every criterion passed in {ran}, but approval needs all of the template's "
+                f"scenarios and {names(missing)} {'was' if len(missing) == 1 else 'were'} not measured "
+                "(run with --quaero-scenario=all).")
+    return f"APPROVED FOR PRODUCTION: every criterion passed in {ran}."
+
+
+def executive_summary(figures: ReportFigures) -> list[str]:
+    if not figures.results:
+        overall = not_measured("no scenario ran in this session (run with --quaero-scenario=light|medium|heavy|all)")
+    else:
+        verdicts = figures.criteria_count
+        overall = (f"{'PASS' if figures.overall_passed else 'FAIL'} ({verdicts - len(figures.failed)} of "
+                   f"{plural(verdicts, 'criterion', 'criteria')} passed in "
+                   f"{plural(len(figures.results), 'scenario run')})")
+    return [
+        TEMPLATE_TITLE, "", "## Executive Summary", "",
+        f"**Test Date:** {utc(figures.ctx.created)}",
+        f"**Environment:** Quaero Job Queue Database Lock Fixes Validation ({environment(figures)})",
+        f"**Overall Status:** {overall}",
+        f"**Key Findings:** {key_findings(figures)}",
+        f"**Recommendation:** {recommendation(figures)}", "", "---", "",
+    ]
+
+
+# ---------------------------------------------------------------- Test Configuration
+
+
+def system_configuration(figures: ReportFigures) -> list[str]:
+    s = figures.settings
+    pragmas = figures.pragmas
+    lines = ["## Test Configuration", "", "### System Configuration"]
+    lines.append(f"- **Worker Pool Concurrency:** {s.workers} workers ({s.worker_mode} mode, worker k starts "
+                 f"k x {s.describe('stagger')} after the pool)")
+    timeout = f"{s.busy_timeout_ms}ms ({s.busy_timeout_ms / 1000:g} seconds)"
+    if pragmas:
+        timeout += f"; read back from SQLite: {pragmas.get('busy_timeout_ms')}ms"
+    lines.append(f"- **SQLite Busy Timeout:** {timeout}")
+    lines.append(f"- **Retry Logic:** {s.retry_attempts} attempts with exponential backoff "
+                 f"({s.describe('retry_backoff')} initial delay, doubled per retry)")
+    lines.append(f"- **Queue Type:** goqite-backed persistent message queue (queue {s.queue_name!r}, visibility "
+                 f"timeout {s.describe('visibility_timeout')}, max receive {s.max_receive}, poll interval "
+                 f"{s.describe('poll_interval')})")
+    if pragmas:
+        journal = str(pragmas.get("journal_mode", "?"))
+        mode = "WAL mode enabled" if journal.lower() == "wal" else f"journal_mode {journal} (WAL off)"
+        db_line = (f"SQLite {pragmas.get('sqlite_version', '?')} with {mode} (read back: journal_mode={journal}, "
+                   f"synchronous={pragmas.get('synchronous')}, "
+                   f"cache {int(pragmas.get('cache_size_kib', 0)) // 1024}MB)")
+    else:
+        db_line = (f"SQLite with WAL mode {'enabled' if s.wal else 'disabled'} (configured; "
+                   + not_measured("no run read the pragmas back") + ")")
+    lines.append(f"- **Database:** {db_line}")
+    lines.append(f"- **Simulated Work per Job:** {s.describe('job_time')} (seed {s.seed}); "
+                 f"BEGIN IMMEDIATE {'on' if s.begin_immediate else 'off'}")
+    disabled = sorted({f for run in figures.runs for f in (run.result.extra.get("disabled_fixes") or [])
+                       if isinstance(f, str)})
+    if disabled:
+        lines.append(f"- **Fixes disabled:** {', '.join(disabled)} (--quaero-disable; the runs measured the queue "
+                     "without them)")
+    differing = [run.label for run in figures.runs if settings_differ(run.result.settings, s)]
+    if differing:
+        lines.append(f"- **Per-run overrides:** {names(differing)} ran with settings that differ from the "
+                     "session's (marker or quaero_run keywords); see the JSON results for each run's settings")
+    lines.append("")
+    return lines
+
+
+def scenario_plan(figures: ReportFigures) -> list[str]:
+    lines = ["### Test Scenarios"]
+    for name in section_names(figures.groups):
+        runs = figures.groups.get(name, [])
+        if runs:
+            parents, children = runs[0].result.parents, runs[0].result.children_per_parent
+            state = "; ".join(f"{r.label}: {'PASS' if r.result.passed else 'FAIL'} "
+                              f"({r.result.jobs_completed}/{r.result.total_jobs} completed)" for r in runs)
+        else:  # only template scenarios go unrun, and they are built in
+            parents, children = BUILTIN[name].parents, BUILTIN[name].children
+            state = not_run(name)
+        lines.append(f"- **{name.capitalize()} Load:** {parents} parent jobs \N{MULTIPLICATION SIGN} {children} "
+                     f"child URLs each = {parents * children} total jobs ({state})")
+    lines += ["", "---", ""]
+    return lines
+
+
+# ---------------------------------------------------------------- Test Results
+
+
+def result_tables(figures: ReportFigures) -> list[str]:
+    lines = ["## Test Results", ""]
+    for name in section_names(figures.groups):
+        runs = figures.groups.get(name, [])
+        lines += [f"### {title(name, expected_jobs(name, runs))}", ""]
+        if not runs:
+            lines += [not_run(name) + ".", ""]
+            continue
+        for run in runs:
+            if len(runs) > 1 or run.result.extra.get("origin"):
+                origin = run.result.extra.get("origin")
+                lines += [f"Run {run.result.run_id}" + (f" (from {origin})" if origin else "") + ":", ""]
+            lines += [*criteria_table(criteria_rows(run.result)), ""]
+    lines += ["---", ""]
+    return lines
