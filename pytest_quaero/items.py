@@ -7,6 +7,7 @@ the verdict with ``measured X, required Y`` and no traceback.
 
 from __future__ import annotations
 
+import os
 import warnings
 from typing import TYPE_CHECKING, Any
 
@@ -52,6 +53,9 @@ class ScenarioNode(pytest.Collector):
     harness: Harness
     result: RunResult | None
     carried: bool = False
+    #: why the run could not be carried out (None when it ran), and the item that reported it
+    problem: str | None = None
+    problem_reported_on: str | None = None
 
     @classmethod
     def create(cls, parent: pytest.Session, scenario: Scenario, harness: Harness) -> ScenarioNode:
@@ -76,27 +80,41 @@ class ScenarioNode(pytest.Collector):
         return items
 
     def setup(self) -> None:
-        # deferred: the run machinery is imported only when a scenario really runs
+        # deferred: the run machinery (and sqlite3) is imported only when a scenario really runs
+        import sqlite3
+
+        # deferred, as above
         from pytest_quaero.core.db import DatabaseError
         from pytest_quaero.core.run import RunError
         from pytest_quaero.extension import Extensions
 
         self.carried = False
+        self.problem = self.problem_reported_on = None
         gate = session_of(self.config).gate
         extensions = Extensions.for_node(self)
 
-        problem = None
         try:
             if gate is not None:  # loads, faults, before/after variants, baseline compare
                 self.result = gate.run(self.harness, self.scenario, extensions)
             else:
                 self.result = self.harness.run(self.scenario, extensions=extensions)
         except (RunError, DatabaseError) as exc:
-            problem = f"{self.name} could not run: {exc}"
-        if problem is not None:
-            # A setup error never reaches repr_failure (pytest formats it as a traceback);
-            # pytrace=False, outside the except, makes every criterion item report one sentence.
-            pytest.fail(problem, pytrace=False)
+            self.problem = f"{self.name} could not run: {exc}{self._kept_database()}"
+        except (sqlite3.Error, OSError) as exc:  # the database or its folder failed under the run
+            self.problem = f"{self.name} could not run: {type(exc).__name__}: {exc}{self._kept_database()}"
+        # Not raised here: pytest would repeat a setup error on every criterion item. The first
+        # item to run reports it (CriterionItem.setup), the others are skipped as not measured.
+
+    def _kept_database(self) -> str:
+        """``database kept: PATH`` for a run that failed: the file stays as the failure left it."""
+        settings = self.harness.settings
+        if settings.db_path:
+            found = [os.path.abspath(settings.db_path)]
+        else:
+            base = self.harness.base_dir
+            found = sorted((str(p) for p in base.glob(f"*-{self.scenario.name}/quaero.db")),
+                           key=os.path.getmtime) if base is not None else []
+        return f"\ndatabase kept: {found[-1]}" if found and os.path.exists(found[-1]) else ""
 
     def verdict(self, key: str) -> Verdict:
         assert self.result is not None
@@ -113,6 +131,15 @@ class CriterionItem(pytest.Item):
     """One criterion of one scenario: passes or fails on the run's verdict."""
 
     parent: ScenarioNode
+
+    def setup(self) -> None:
+        problem = self.parent.problem
+        if problem is None:
+            return
+        if self.parent.problem_reported_on is None:
+            self.parent.problem_reported_on = self.nodeid
+            pytest.fail(problem, pytrace=False)
+        pytest.skip(f"not measured: {self.parent.name} could not run (reported on {self.parent.problem_reported_on})")
 
     def runtest(self) -> None:
         verdict = self.parent.verdict(self.name)

@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 
-from pytest_quaero.core.scenarios import BUILTIN, Scenario
-from pytest_quaero.core.settings import Settings, SettingsError, parse_duration
+from pytest_quaero.core.scenarios import BUILTIN, Scenario, check_stagger, scenario_value
+from pytest_quaero.core.settings import Settings, SettingsError
 from pytest_quaero.session import session_of
 
 __all__ = ["MARKER", "known_scenarios", "scenario_from_marker"]
@@ -53,7 +53,11 @@ def _collect_scenarios(config: pytest.Config) -> dict[str, Scenario]:
         if impl.hookwrapper or impl.wrapper:
             continue
         origin = _impl_origin(impl)
-        returned = impl.function()
+        try:
+            returned = impl.function()
+        except Exception as exc:  # noqa: BLE001 - the user's code: any exception is theirs, told in one line
+            said = " ".join(str(exc).split())  # one line, whatever the exception's text
+            raise ValueError(f"{origin} raised {type(exc).__name__}: {said}") from None
         if returned is None:
             continue
         if isinstance(returned, Scenario):
@@ -97,16 +101,18 @@ def scenario_from_marker(
             base = known.get(str(name)) if name is not None else None
             scenario = Scenario(
                 str(name or "custom"),
-                int(parents if parents is not None else (base.parents if base else 1)),
-                int(children if children is not None else (base.children if base else 1)),
+                int(scenario_value("parents", parents, where=where) if parents is not None
+                    else (base.parents if base else 1)),
+                int(scenario_value("children", children, where=where) if children is not None
+                    else (base.children if base else 1)),
                 float(base.time_limit if base else 300.0),
             )
         if time_limit is not None:
-            seconds = float(time_limit) if isinstance(time_limit, (int, float)) else parse_duration(str(time_limit))
-            scenario = replace(scenario, time_limit=seconds)
+            scenario = replace(scenario, time_limit=float(scenario_value("time_limit", time_limit, where=where)))
         settings = session_of(config).settings
         if kwargs:
             settings = settings.replace(source=where, **kwargs)
+        check_stagger(settings, scenario)
     except SettingsError as exc:  # already names the marker as its source
         raise pytest.UsageError(str(exc)) from None
     except (ValueError, TypeError) as exc:

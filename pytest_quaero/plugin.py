@@ -10,12 +10,14 @@ is asked for, so an installed but unused plugin costs one small import.
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from pytest_quaero import defaults, hookspecs
+from pytest_quaero.core.scenarios import Scenario, check_stagger
 from pytest_quaero.core.settings import FIELDS, Settings, SettingsError, resolve
 from pytest_quaero.fixtures import (  # noqa: F401 - fixtures are found on the plugin module
     quaero_db,
@@ -74,9 +76,20 @@ def pytest_configure(config: pytest.Config) -> None:
 
     configure_reports(config, session)
     _configure_audit_and_xdist(config, session)
+    _check_files(config, session)
+
+
+def _check_audit_alone(config: pytest.Config) -> None:
+    """An audit reads a database someone else wrote, a scenario run writes its own: one per session."""
+    audit, chosen = config.getoption("quaero_audit"), config.getoption("quaero_scenario")
+    if audit and chosen is not None:
+        raise ValueError(f"--quaero-audit={audit} cannot be combined with --quaero-scenario={chosen}: an audit "
+                         "reads an existing database, a scenario run makes its own; run them separately "
+                         "(two pytest commands).")
 
 
 def _choose_scenarios(config: pytest.Config, session: QuaeroSession) -> None:
+    _check_audit_alone(config)
     chosen = config.getoption("quaero_scenario")
     settings = session.settings
     if chosen is None and not settings.thresholds:
@@ -94,17 +107,27 @@ def _choose_scenarios(config: pytest.Config, session: QuaeroSession) -> None:
 
 
 def _configure_gate(config: pytest.Config, session: QuaeroSession) -> None:
-    values = {name: config.getoption(f"quaero_{name}", None) for name in _GATE_OPTIONS}
-    if not any(value not in (None, False, []) for name, value in values.items() if name != "shared_db"):
-        return
-    from pytest_quaero.core.gate import GateOptions, gate_from_options  # deferred: baselines, faults, fixes
+    """The gate, then every chosen scenario checked against what will run: the settings after
+    ``--quaero-disable``, each scenario with its time limit (``max_execution_time``)."""
+    runs: list[Scenario] = []
+    if session.scenarios:
+        from pytest_quaero.core.criteria import thresholds_for  # deferred: only a scenario session needs criteria
 
-    values["compare_fail"] = tuple(values["compare_fail"] or ())
-    gate, session.settings, warnings = gate_from_options(GateOptions(**values), Path(str(config.rootpath)),
-                                                         session.settings)
-    session.gate = gate
-    for message in warnings:
-        config.issue_config_time_warning(pytest.PytestConfigWarning(message), stacklevel=2)
+        settings = session.settings
+        runs = [replace(scenario, time_limit=thresholds_for(scenario, settings.thresholds).max_execution_time)
+                for scenario in session.scenarios]
+    values = {name: config.getoption(f"quaero_{name}", None) for name in _GATE_OPTIONS}
+    if any(value not in (None, False, []) for name, value in values.items() if name != "shared_db"):
+        from pytest_quaero.core.gate import GateOptions, gate_from_options  # deferred: baselines, faults, fixes
+
+        values["compare_fail"] = tuple(values["compare_fail"] or ())
+        gate, session.settings, warnings = gate_from_options(GateOptions(**values), Path(str(config.rootpath)),
+                                                             session.settings, runs)
+        session.gate = gate
+        for message in warnings:
+            config.issue_config_time_warning(pytest.PytestConfigWarning(message), stacklevel=2)
+    for run in runs:
+        check_stagger(session.settings, run)
 
 
 def _configure_audit_and_xdist(config: pytest.Config, session: QuaeroSession) -> None:
@@ -125,6 +148,57 @@ def _configure_audit_and_xdist(config: pytest.Config, session: QuaeroSession) ->
             f"--quaero-shared-db={config.getoption('quaero_shared_db')}: needs pytest-xdist workers; "
             "install pytest-xdist and add -n N (N >= 1), or use --quaero-db=PATH for one process."
         )
+
+
+#: options under which no test runs: the files are not opened (nor locked)
+_NOTHING_RUNS = ("help", "version", "markers", "showfixtures", "show_fixtures_per_test", "collectonly")
+
+
+def _check_files(config: pytest.Config, session: QuaeroSession) -> None:
+    """The database and baseline files, checked once before any item runs: a usage error naming
+    the file, the cause and what to do. Holds the --quaero-db file's run lock until the session ends.
+
+    The process that starts the session checks (xdist workers could only crash on a usage
+    error): under xdist, the file each worker will run on.
+    """
+    if hasattr(config, "workerinput"):
+        return
+    if any(config.getoption(name, False) for name in _NOTHING_RUNS):
+        return  # --help, --markers, --fixtures, --collect-only (IDE discovery while a run goes on) open no file
+    settings, gate = session.settings, session.gate
+    if settings.db_path:
+        # deferred: only a session with a --quaero-db file opens it now
+        from pytest_quaero.core.dbfile import DatabaseFileError, open_for_session
+
+        checked = [settings.db_path]
+        workers = len(config.getoption("tx", None) or ()) if config.getoption("dist", "no") != "no" else 0
+        if workers:
+            from pytest_quaero.xdist.wiring import worker_db_path  # deferred: only a distributing session
+
+            # the named path too: a device or FIFO there says the value is wrong, whatever the workers use
+            checked += [worker_db_path(settings.db_path, f"gw{n}") for n in range(workers)]
+        source = settings.sources.get("db_path", "command line")
+        source = "the command line" if source == "command line" else source
+        try:
+            lock = open_for_session(settings.db_path, checked, settings,
+                                    command=" ".join(["pytest", *map(str, config.invocation_params.args)]))
+        except DatabaseFileError as exc:
+            raise pytest.UsageError(f"--quaero-db={settings.db_path} (from {source}): {exc}") from None
+        config.add_cleanup(lock.release)
+    if gate is not None and gate.wants_baseline:
+        from pytest_quaero.core.baseline import BaselineError, BaselineStore  # deferred: only the gate's files
+
+        option = "--quaero-baseline" if config.getoption("quaero_baseline", None) else "--quaero-compare-fail"
+        for name, path, saving in (("--quaero-save-baseline", gate.save_path, True),
+                                   (option, gate.compare_path, False)):
+            if path is None:
+                continue
+            store = BaselineStore(path)
+            try:
+                # a compare store that does not exist yet is written: the run is recorded as its baseline
+                store.check(writing=saving or not store.path.exists())
+            except BaselineError as exc:
+                raise pytest.UsageError(f"{name}: {exc}") from None
 
 
 def pytest_report_header(config: pytest.Config) -> list[str] | None:

@@ -118,7 +118,7 @@ def test_a_quaero_database_left_by_a_killed_service(pytester: pytest.Pytester, t
     out = result.stdout.str()
     assert "a copy with its WAL (no -shm: nobody has the file open)" in out
     assert "Messages Left in the Queue: measured 2, required = 0 (still deliverable: other 1, quaero_jobs 1)" in out
-    assert "Dead Messages: measured 1, required = 0 (received >= max_receive 3)" in out
+    assert "Dead Messages: measured 1, required = 0 (received >= max_receive 3, visibility timeout over)" in out
     assert "Orphaned Children: measured 1, required = 0 (e.g. c4 -> missing gone)" in out
     assert ("Parent Progress vs Child Statuses: measured 1/2 parents agree" in out
             and "p1: counters completed=2 failed=0, children say completed=0 failed=0 of 2" in out)
@@ -145,6 +145,27 @@ def test_max_receive_decides_what_is_dead(tmp_path: Path) -> None:
     path = quaero_db(tmp_path, kill=False)
     assert audit(str(path), Settings(max_receive=3)).verdicts["dead_messages"]["value"] == 1
     assert audit(str(path), Settings(max_receive=5)).verdicts["dead_messages"]["value"] == 0
+
+
+def test_a_message_on_its_last_delivery_is_in_flight_not_dead(tmp_path: Path) -> None:
+    """Received max_receive times is dead only once its visibility timeout is over: until then
+    its last delivery may still delete it."""
+    path = tmp_path / "in-flight.db"
+    write_in_subprocess(f"""
+        import sqlite3
+        conn = sqlite3.connect({str(path)!r}, isolation_level=None)
+        conn.executescript({QUEUE_SCHEMA!r})
+        insert = "insert into goqite (queue, body, received, timeout) values ('q', x'00', 3, strftime(?, 'now', ?))"
+        conn.execute(insert, ("%Y-%m-%dT%H:%M:%fZ", "+1 hour"))   # last delivery running
+        conn.execute(insert, ("%Y-%m-%dT%H:%M:%fZ", "-1 second"))  # last delivery over: dead
+        conn.close()
+        """)
+    found = audit(str(path), Settings(max_receive=3))
+    dead, left = found.verdicts["dead_messages"], found.verdicts["messages_left"]
+    assert dead["value"] == 1, dead  # was 2: counted from the receive count alone
+    assert dead["detail"] == "never delivered again: q 1"
+    assert left["value"] == 1 and left["detail"] == "in flight (visibility timeout running): q 1", left
+    assert found.facts["queues"] == {"q": {"messages": 2, "in_flight": 1, "dead": 1}}
 
 
 def test_a_long_wal_fails_the_checkpoint_criterion(tmp_path: Path) -> None:

@@ -310,7 +310,7 @@ def test_bad_env_value_names_variable() -> None:
         resolve({}, {"QUAERO_QUEUE_CONCURRENCY": "abc"}, {})
     assert str(info.value) == (
         "QUAERO_QUEUE_CONCURRENCY=abc (environment): invalid value for --quaero-workers; "
-        "allowed: a whole number >= 1."
+        "allowed: a whole number >= 1 (at most 10000)."
     )
 
 

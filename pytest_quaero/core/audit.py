@@ -20,7 +20,9 @@ this process an ``open()``/``close()`` of the file would drop the POSIX locks an
 open connection holds (sqlite-locking notes, section 8).
 
 Both ``crawl_jobs`` shapes are understood: this plugin's (progress counters as
-columns) and Quaero's (``progress_json``, ``parent_id`` NULL for a parent).
+columns) and Quaero's (``progress_json``, ``parent_id`` NULL for a parent). So are goqite
+tables from before v0.4.0: no ``priority`` column, and ``timeout`` written with a UTC
+offset by a Go process outside UTC (compared as its UTC instant).
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from pytest_quaero.core.criteria import Verdict
+from pytest_quaero.core.queue import DUE
 
 if TYPE_CHECKING:
     from pytest_quaero.core.settings import Settings
@@ -215,21 +218,31 @@ def audit(path: str, settings: Settings) -> AuditResult:
 
 
 def _audit_queue(conn: sqlite3.Connection, max_receive: int, result: AuditResult) -> None:
+    # Dead is goqite's own rule: received max_receive times AND its visibility timeout over (a
+    # message on its last delivery is still in flight: that delivery may yet delete it). The
+    # timeout is compared as its UTC instant (DUE), also when a goqite before v0.4.0 wrote it
+    # with a UTC offset.
     rows = conn.execute(
-        "select queue, count(*), coalesce(sum(received >= ?), 0) from goqite group by queue order by queue",
+        f"select queue, count(*), coalesce(sum(not {DUE}), 0), coalesce(sum(received >= ? and {DUE}), 0) "
+        "from goqite group by queue order by queue",
         (max_receive,),
     ).fetchall()
-    per_queue = {queue: {"messages": total, "dead": dead} for queue, total, dead in rows}
+    per_queue = {queue: {"messages": total, "in_flight": in_flight, "dead": dead}
+                 for queue, total, in_flight, dead in rows}
     result.facts["queues"] = per_queue
-    left = sum(total - dead for _, total, dead in rows)
-    dead = sum(d for _, _, d in rows)
-    where = ", ".join(f"{q} {v['messages'] - v['dead']}" for q, v in per_queue.items() if v["messages"] - v["dead"])
+    dead = sum(v["dead"] for v in per_queue.values())
+    left = sum(v["messages"] for v in per_queue.values()) - dead
+    deliverable = ", ".join(f"{q} {n}" for q, v in per_queue.items()
+                            if (n := v["messages"] - v["dead"] - v["in_flight"]))
+    in_flight = ", ".join(f"{q} {v['in_flight']}" for q, v in per_queue.items() if v["in_flight"])
+    detail = "; ".join(part for part in (deliverable and f"still deliverable: {deliverable}",
+                                         in_flight and f"in flight (visibility timeout running): {in_flight}") if part)
     result.verdicts["messages_left"] = Verdict(
-        "messages_left", "Messages Left in the Queue", str(left), "= 0", left == 0, left,
-        detail=f"still deliverable: {where}" if left else "").as_dict()
+        "messages_left", "Messages Left in the Queue", str(left), "= 0", left == 0, left, detail=detail).as_dict()
     where = ", ".join(f"{q} {v['dead']}" for q, v in per_queue.items() if v["dead"])
     result.verdicts["dead_messages"] = Verdict(
-        "dead_messages", "Dead Messages", str(dead), f"= 0 (received >= max_receive {max_receive})", dead == 0, dead,
+        "dead_messages", "Dead Messages", str(dead),
+        f"= 0 (received >= max_receive {max_receive}, visibility timeout over)", dead == 0, dead,
         detail=f"never delivered again: {where}" if dead else "").as_dict()
 
 

@@ -42,6 +42,7 @@ from pytest_quaero.core.comparison import (
     parse_rules,
     scenario_key,
 )
+from pytest_quaero.core.files import SpecialFileError, output_problem, refuse_special
 from pytest_quaero.core.metrics import RunResult
 from pytest_quaero.core.results_json import build_document, load_document, machine_info, write_atomic
 from pytest_quaero.core.settings import DEFAULT_BASELINE_STORE
@@ -196,10 +197,8 @@ class BaselineStore:
             except KeyError:
                 continue
             if entry_key == key and entry_machine == machine:
-                try:
-                    found = StoredBaseline(RunResult.from_dict(entry), entry_key, entry_machine, saved)
-                except (TypeError, ValueError) as exc:
-                    raise BaselineError(f"baseline {self.path}: entry {key} cannot be read ({exc})") from None
+                found = StoredBaseline(_result_of(entry, f"baseline {self.path}: entry {key}"), entry_key,
+                                       entry_machine, saved)
         return found
 
     def machines(self, key: str) -> list[str]:
@@ -215,12 +214,35 @@ class BaselineStore:
                     seen.append(entry_machine)
         return seen
 
+    def check(self, *, writing: bool) -> None:
+        """Before any run: a BaselineError unless every stored result can be read and, when
+        ``writing``, this process can write the store (a regular file or none yet, in a
+        folder it may create files in)."""
+        try:
+            refuse_special(self.path, doing="replace" if writing else "read")
+        except SpecialFileError as exc:
+            raise BaselineError(f"baseline {exc}") from None
+        if self.path.exists():
+            document, entries = self._entries()
+            for index, entry in enumerate(entries):
+                _result_of(entry, f"baseline {self.path}: results[{index}]")
+                if document is not None:
+                    try:
+                        self._identity(entry, document)
+                    except (KeyError, TypeError, AttributeError) as exc:
+                        raise BaselineError(f"baseline {self.path}: results[{index}] has no scenario key "
+                                            f"({type(exc).__name__}: {exc})") from None
+        problem = output_problem(self.path) if writing else None
+        if problem is not None:
+            raise BaselineError(f"baseline {self.path}: cannot be saved: {problem}")
+
     def save(self, result: RunResult, machine: str) -> str:
         """Store ``result`` as the baseline of its scenario on ``machine``; returns the key.
 
         Other scenarios and machines already in the store are kept as they are; an
         unreadable store is never overwritten (that would lose every baseline in it).
         """
+        refuse_special(self.path)  # before reading it: a FIFO would block the read for ever
         key = scenario_key(result)
         # The entry exactly as --quaero-json writes it (machine, commit, versions on the document).
         new_document = build_document([result])
@@ -247,14 +269,24 @@ class BaselineStore:
 
 
 def load_results(path: str | os.PathLike[str]) -> tuple[dict[str, Any], list[RunResult]]:
-    """A results document and its results, with errors that name the file."""
+    """A results document and its results, with errors that name the file and the entry at fault."""
     try:
         document = load_document(path)
-        return document, [RunResult.from_dict(data) for data in document["results"]]
     except ValueError as exc:
         raise BaselineError(str(exc)) from None
-    except (TypeError, KeyError) as exc:
-        raise BaselineError(f"{path}: a result cannot be read ({exc})") from None
+    return document, [_result_of(entry, f"{path}: results[{index}]") for index, entry in enumerate(document["results"])]
+
+
+def _result_of(entry: Mapping[str, Any], where: str) -> RunResult:
+    """``entry`` as a RunResult whose key and gated figures can be computed, or a BaselineError."""
+    try:
+        result = RunResult.from_dict(dict(entry))
+        scenario_key(result)
+        for metric in METRICS.values():
+            float(metric.value(result))
+    except (TypeError, KeyError, ValueError, AttributeError, ArithmeticError) as exc:
+        raise BaselineError(f"{where} cannot be read as a scenario result ({type(exc).__name__}: {exc})") from None
+    return result
 
 
 def document_fingerprint(document: Mapping[str, Any], result: RunResult) -> str:

@@ -13,30 +13,46 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from pytest_quaero.core.fields import SettingsError, format_duration, parse_duration
+from pytest_quaero.core.fields import (
+    MAX_DURATION_TEXT,
+    SettingsError,
+    format_duration,
+    parse_decimal,
+    parse_duration,
+    parse_whole,
+    shown,
+)
 from pytest_quaero.core.metrics import RunResult
 from pytest_quaero.core.scenarios import Scenario
 
 __all__ = ["CRITERIA", "Criterion", "Thresholds", "Verdict", "evaluate", "thresholds_for"]
 
 
+# ASCII digits, finite numbers, one unit at most: float() would take 'nan', '1e3', fullwidth digits and
+# rstrip('%') '50%%%'.
+
+
 def _percent(text: str) -> float:
-    value = float(text.strip().rstrip("%"))
+    value = parse_decimal(text.strip().removesuffix("%"))
     if not 0 <= value <= 100:
         raise ValueError(text)
     return value
 
 
 def _count(text: str) -> int:
-    value = int(text.strip())
+    value = parse_whole(text)
     if value < 0:
         raise ValueError(text)
     return value
 
 
 def _rate(text: str) -> float:
-    value = float(text.strip().removesuffix("/s").removesuffix("jobs"))
-    if value < 0:
+    return parse_decimal(text.strip().removesuffix("/s").removesuffix("jobs"))
+
+
+def _time_limit(text: str) -> float:
+    value = parse_duration(text)
+    if value <= 0:
         raise ValueError(text)
     return value
 
@@ -57,12 +73,12 @@ class Thresholds:
 
 
 _THRESHOLD_PARSERS: dict[str, tuple[Callable[[str], Any], str]] = {
-    "max_execution_time": (parse_duration, "a duration such as 90s or 5m"),
+    "max_execution_time": (_time_limit, f"a duration > 0 such as 90s or 5m, at most {MAX_DURATION_TEXT}"),
     "max_busy_errors": (_count, "a whole number >= 0"),
     "min_deletion_rate": (_percent, "a percentage 0..100"),
     "min_hierarchy_integrity": (_percent, "a percentage 0..100"),
     "min_completion_rate": (_percent, "a percentage 0..100"),
-    "stagger_tolerance": (parse_duration, "a duration such as 50ms"),
+    "stagger_tolerance": (parse_duration, f"a duration such as 50ms, at most {MAX_DURATION_TEXT}"),
     "min_throughput": (_rate, "jobs per second, a number >= 0"),
     "max_duplicates": (_count, "a whole number >= 0"),
 }
@@ -80,7 +96,7 @@ def thresholds_for(
         for key, raw in overrides.get(scope, {}).items():
             parser = _THRESHOLD_PARSERS.get(key)
             origin = (sources or {}).get(f"{scope}.{key}")
-            where = f"threshold {'' if scope == '*' else scope + '.'}{key} = {raw!r}"
+            where = f"threshold {'' if scope == '*' else shown(scope) + '.'}{shown(key)} = {shown(repr(raw))}"
             if origin:
                 where += f" ({origin})"
             if parser is None:
@@ -209,11 +225,24 @@ def _stagger(r: RunResult, t: Thresholds) -> Verdict:
     if overdue:
         return Verdict("worker_staggering", "Worker Staggering", f"{', '.join(overdue)} never started", required,
                        False, detail="due before the queue drained")
-    detail = f"{len(never)} workers not due before the queue drained" if never else ""
     gaps = r.stagger_gaps
     if not gaps:
-        return Verdict("worker_staggering", "Worker Staggering", "n/a (one worker started)", required, True,
-                       detail=detail)
+        # No gap was measured, so nothing confirms the stagger: never a PASS.
+        started = len(r.workers) - len(never)
+        configured = int(r.settings.get("workers", len(r.workers)))
+        if configured < 2:
+            # one worker has nothing to stagger against: nothing can regress, so not a failure
+            return Verdict("worker_staggering", "Worker Staggering", "not applicable: 1 worker", required, True,
+                           detail="staggering needs at least 2 workers (--quaero-workers)")
+        if not never:
+            why = "staggering needs at least 2 workers (--quaero-workers)"
+        else:
+            first = min(never, key=lambda w: w.index)
+            why = (f"the run ended before {first.name} was due ({format_duration(first.index * setting)} after "
+                   "the pool started); use a shorter --quaero-stagger or a bigger scenario")
+        return Verdict("worker_staggering", "Worker Staggering",
+                       f"not exercised: {started} of {configured} workers started", required, False, detail=why)
+    detail = f"{len(never)} workers not due before the queue drained" if never else ""
     worst = max(gaps, key=lambda gap: abs(gap - setting))
     measured = ", ".join(f"{gap * 1000:.0f}ms" for gap in gaps)
     return Verdict("worker_staggering", "Worker Staggering", f"gaps {measured}", required,

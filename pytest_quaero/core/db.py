@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from pytest_quaero.core import observe
+from pytest_quaero.core.files import SpecialFileError, refuse_special
 from pytest_quaero.core.settings import Settings
 
 __all__ = [
@@ -68,6 +69,10 @@ def connect(
     because the sqlite3 module's implicit ``BEGIN`` is DEFERRED and turns a read then
     write into SQLITE_BUSY_SNAPSHOT under load.
     """
+    try:
+        refuse_special(path, doing="open")  # SQLite would write pages into a device, or hang on a FIFO
+    except SpecialFileError as exc:
+        raise DatabaseError(f"{exc}: a database must be a regular file (or a path that does not exist yet)") from None
     if read_only:
         uri = f"file:{os.fspath(path)}?mode=ro"
         conn = sqlite3.connect(uri, uri=True, timeout=settings.busy_timeout_ms / 1000, isolation_level=None)

@@ -300,6 +300,12 @@ class FaultPool:
             self._stopped = True
             self._inner.stop(timeout)
 
+    def cancel(self) -> None:
+        """Stop now, cutting jobs short (an interrupt, or a run past its deadline)."""
+        with self._restart_lock:
+            self._stopped = True
+            self._inner.cancel()
+
     def __enter__(self) -> FaultPool:
         self.start()
         return self

@@ -18,11 +18,13 @@ fires them during a run and records what happened.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from pytest_quaero.core.disturbance import split_spec
-from pytest_quaero.core.fields import parse_duration
+from pytest_quaero.core.fields import format_duration, parse_duration
+from pytest_quaero.core.scenarios import Scenario
 from pytest_quaero.core.settings import Settings
 
 __all__ = ["FaultError", "FaultSpec", "check_faults", "parse_faults"]
@@ -76,12 +78,14 @@ def parse_faults(text: str, *, option: str = "--quaero-faults") -> list[FaultSpe
                     if key == "hold" and params[key] <= 0:
                         raise ValueError(value)
                 elif key == "after":
-                    match = re.fullmatch(r"(\d+(?:\.\d+)?)(%?)", str(value))
-                    if match is None or (match[2] and float(match[1]) > 100):
+                    # [0-9], not \d: float() reads fullwidth digits too; a count of jobs is whole
+                    match = re.fullmatch(r"([0-9]+(?:\.[0-9]+)?)(%?)", str(value))
+                    if match is None or (match[2] and float(match[1]) > 100) or (
+                            not match[2] and "." in match[1]):
                         raise ValueError(value)
                     params[key] = (float(match[1]), bool(match[2]))
                 else:  # parent
-                    if not re.fullmatch(r"\d+", str(value)) or int(value) < 1:
+                    if not re.fullmatch(r"[0-9]+", str(value)) or int(value) < 1:
                         raise ValueError(value)
                     params[key] = int(value)
             except ValueError:
@@ -94,8 +98,9 @@ def parse_faults(text: str, *, option: str = "--quaero-faults") -> list[FaultSpe
 
 
 def check_faults(faults: list[FaultSpec], settings: Settings, *, children: int | None = None,
-                 option: str = "--quaero-faults") -> list[str]:
-    """Reject faults the settings cannot survive; return warnings for ones that will be slow."""
+                 option: str = "--quaero-faults", scenarios: Sequence[Scenario] = ()) -> list[str]:
+    """Reject faults the settings cannot survive, or that cannot happen in one of ``scenarios``
+    (each with the time limit it runs with); return warnings for ones that will be slow."""
     warnings: list[str] = []
     for fault in faults:
         if fault.kind == "kill-worker":
@@ -112,5 +117,30 @@ def check_faults(faults: list[FaultSpec], settings: Settings, *, children: int |
             if not after[1] and after[0] >= children:
                 raise FaultError(f"{option}: {fault.text!r}: after={after[0]:g} but a parent has only {children} "
                                  "children; the producer would finish before dying")
+        for scenario in scenarios:
+            reason = _cannot_happen(fault, scenario)
+            if reason:
+                raise FaultError(f"{option}: {fault.text!r} cannot happen in scenario {scenario.name!r}: {reason}")
     return warnings
 
+
+def _cannot_happen(fault: FaultSpec, scenario: Scenario) -> str:
+    """Why ``fault`` can never fire in ``scenario`` (``''`` if it can)."""
+    params = fault.params
+    if fault.kind == "kill-producer":
+        if params["parent"] > scenario.parents:
+            return (f"it has {scenario.parents} parents; allowed: parent=1..{scenario.parents} (or choose "
+                    "scenarios with more parents)")
+        after = params["after"]
+        if after is not None and not after[1] and after[0] >= scenario.children:
+            return (f"a parent has {scenario.children} children, so after={after[0]:g} is never reached; "
+                    f"allowed: after=0..{scenario.children - 1} or a percentage")
+        return ""
+    after, at = params.get("after"), params.get("at")
+    if after is not None and not after[1] and after[0] >= scenario.total_jobs:
+        return (f"it has {scenario.total_jobs} jobs, so after={after[0]:g} is never reached; allowed: "
+                f"after=0..{scenario.total_jobs - 1} or a percentage")
+    if at is not None and at >= scenario.time_limit:
+        return (f"it stops after {format_duration(scenario.time_limit)}, so at={format_duration(at)} is never "
+                "reached; allowed: an at= below the time limit")
+    return ""

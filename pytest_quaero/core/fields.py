@@ -12,8 +12,10 @@ time, including the gate's specs and the criteria thresholds.
 
 from __future__ import annotations
 
+import math
 import os
 import re
+import reprlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -22,11 +24,16 @@ __all__ = [
     "DURATION_HELP",
     "FIELDS",
     "FIELD_BY_NAME",
+    "MAX_DURATION_TEXT",
+    "MAX_SECONDS",
     "FieldSpec",
     "SettingsError",
     "as_text",
     "format_duration",
+    "parse_decimal",
     "parse_duration",
+    "parse_whole",
+    "shown",
 ]
 
 
@@ -34,16 +41,41 @@ class SettingsError(ValueError):
     """A setting has a value the plugin cannot use; the message says where it came from."""
 
 
+# ---------------------------------------------------------------- limits
+
+#: The longest duration anything takes (a setting, a time limit, a threshold, a spec's
+#: ``at=``): a year. Far past any sensible run, and far inside what the OS can wait for
+#: (``threading.TIMEOUT_MAX``, ~292 years) and what SQLite's ``strftime`` deadline
+#: (now + visibility timeout) can hold (the year 9999).
+MAX_SECONDS = 365 * 24 * 3600.0
+MAX_DURATION_TEXT = "8760h"
+#: SQLite's integers are 64-bit: a larger Python int cannot even be bound to a statement.
+_INT64_MAX = 2**63 - 1
+#: PRAGMA busy_timeout is a C int: a larger value silently becomes 0 (no waiting at all).
+_MAX_BUSY_TIMEOUT_MS = 2**31 - 1
+#: PRAGMA cache_size = -KiB is a C int too: -(MB x 1024) must stay >= -2**31.
+_MAX_CACHE_SIZE_MB = 2**31 // 1024
+#: one thread (or process) and one SQLite connection each: a pool beyond this is not a test
+_MAX_WORKERS = 10_000
+
+
 # ---------------------------------------------------------------- value parsers
 
-_DURATION_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ms|s|m|h)")
+# [0-9], never \d: \d, int() and float() also take fullwidth (U+FF15) and Arabic-Indic (U+0665) digits.
+_DURATION_PART = re.compile(r"([0-9]+(?:\.[0-9]*)?|\.[0-9]+)(ms|s|m|h)")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+_DECIMAL = re.compile(r"[0-9]+(?:\.[0-9]*)?|\.[0-9]+")
+_WHOLE = re.compile(r"[+-]?[0-9]+")
 DURATION_HELP = "a duration such as 500ms, 1s, 1.5s, 5m or 1m30s"
 
 
 def parse_duration(text: str) -> float:
-    """``'500ms'`` -> 0.5. Go-style compounds (``1m30s``) work; a bare ``0`` is zero."""
-    compact = text.strip().replace(" ", "")
+    """``'500ms'`` -> 0.5. Go-style compounds (``1m30s``) work; a bare ``0`` is zero.
+
+    ASCII digits only, nothing between the parts (`` 1 0 0 m s `` is no duration), and
+    at most :data:`MAX_SECONDS`: every duration option of the plugin reads through here.
+    """
+    compact = text.strip()
     if compact in ("0", "0.0"):
         return 0.0
     pos = 0
@@ -53,16 +85,40 @@ def parse_duration(text: str) -> float:
             break
         total += float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
         pos = match.end()
-    if pos == 0 or pos != len(compact):
+    if pos == 0 or pos != len(compact) or not total <= MAX_SECONDS:  # `not <=`: also NaN
         raise ValueError(text)
     return total
 
 
+def parse_decimal(text: str) -> float:
+    """``'12.5'`` -> 12.5: ASCII digits and one point; no sign, exponent, ``_``, ``inf`` or ``nan``.
+
+    ``float()`` takes all of those (and fullwidth digits); a threshold or percentage must not.
+    """
+    compact = text.strip()
+    if not _DECIMAL.fullmatch(compact):
+        raise ValueError(text)
+    value = float(compact)
+    if not math.isfinite(value):  # 400 digits are finite text but an infinite float
+        raise ValueError(text)
+    return value
+
+
+def parse_whole(text: str) -> int:
+    """``'42'`` -> 42 (a sign is allowed): ASCII digits only, unlike ``int()``."""
+    compact = text.strip()
+    if not _WHOLE.fullmatch(compact):
+        raise ValueError(text)
+    return int(compact)  # over 4300 digits int() raises ValueError itself
+
+
 def format_duration(seconds: float) -> str:
-    """The shortest exact spelling parse_duration reads back: 0.5 -> '500ms', 300 -> '5m'."""
+    """The shortest exact spelling parse_duration reads back: 0.5 -> '500ms', 300 -> '5m', 7200 -> '2h'."""
     if seconds == 0:
         return "0s"
     ms = round(seconds * 1000, 3)
+    if ms % 3_600_000 == 0:
+        return f"{int(ms // 3_600_000)}h"
     if ms % 60000 == 0:
         return f"{int(ms // 60000)}m"
     if ms % 1000 == 0:
@@ -79,18 +135,43 @@ def as_text(value: Any) -> str:
     return str(value)
 
 
-def _int(minimum: int) -> Callable[[Any], int]:
+def shown(value: Any, limit: int = 80) -> str:
+    """A raw value for a one-line message: control characters escaped, long values cut short.
+
+    An array or table (a TOML value) is shown a few levels deep: a nested one may be deeper
+    than ``str()`` can go.
+    """
+    text = as_text(value) if isinstance(value, (str, int, float, bool)) else reprlib.repr(value)
+    if not text.isprintable():
+        text = repr(text)[1:-1]
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _seconds(value: Any) -> float:
+    """A duration from a TOML/marker number (seconds) or a string; finite and <= MAX_SECONDS."""
+    if isinstance(value, bool):
+        raise ValueError(value)
+    if isinstance(value, (int, float)):
+        seconds = float(value)  # OverflowError past 1e308 (an ArithmeticError: read() catches it)
+        if not 0 <= seconds <= MAX_SECONDS:  # NaN too
+            raise ValueError(value)
+        return seconds
+    if isinstance(value, str):
+        return parse_duration(value)
+    raise ValueError(value)
+
+
+def _int(minimum: int, maximum: int = _INT64_MAX) -> Callable[[Any], int]:
     def parse(value: Any) -> int:
         if isinstance(value, bool):
             raise ValueError(value)
         if isinstance(value, int):
             number = value
+        elif isinstance(value, str):
+            number = parse_whole(value)
         else:
-            text = str(value).strip()
-            if not re.fullmatch(r"[+-]?\d+", text):
-                raise ValueError(value)
-            number = int(text)
-        if number < minimum:
+            raise ValueError(value)
+        if not minimum <= number <= maximum:
             raise ValueError(value)
         return number
 
@@ -99,9 +180,7 @@ def _int(minimum: int) -> Callable[[Any], int]:
 
 def _duration(minimum: float, *, positive: bool = False) -> Callable[[Any], float]:
     def parse(value: Any) -> float:
-        if isinstance(value, bool):
-            raise ValueError(value)
-        seconds = float(value) if isinstance(value, (int, float)) else parse_duration(str(value))
+        seconds = _seconds(value)
         if seconds < minimum or (positive and seconds <= 0):
             raise ValueError(value)
         return seconds
@@ -115,10 +194,12 @@ def _milliseconds(value: Any) -> int:
         raise ValueError(value)
     if isinstance(value, int):
         number = value
+    elif isinstance(value, str):
+        text = value.strip()
+        number = int(text) if re.fullmatch(r"[0-9]+", text) else round(parse_duration(text) * 1000)
     else:
-        text = str(value).strip()
-        number = int(text) if re.fullmatch(r"\d+", text) else round(parse_duration(text) * 1000)
-    if number < 0:
+        raise ValueError(value)
+    if not 0 <= number <= _MAX_BUSY_TIMEOUT_MS:
         raise ValueError(value)
     return number
 
@@ -126,6 +207,8 @@ def _milliseconds(value: Any) -> int:
 def _bool(value: Any) -> bool:
     if isinstance(value, bool):
         return value
+    if not isinstance(value, (str, int)):
+        raise ValueError(value)
     text = str(value).strip().lower()
     if text in ("1", "true", "yes", "on"):
         return True
@@ -136,7 +219,10 @@ def _bool(value: Any) -> bool:
 
 def _choice(*allowed: str, upper: bool = False) -> Callable[[Any], str]:
     def parse(value: Any) -> str:
-        text = str(value).strip()
+        # isascii: 'oﬀ'.upper() is 'OFF'
+        if not isinstance(value, str) or not value.isascii():
+            raise ValueError(value)
+        text = value.strip()
         text = text.upper() if upper else text.lower()
         if text not in allowed:
             raise ValueError(value)
@@ -147,28 +233,35 @@ def _choice(*allowed: str, upper: bool = False) -> Callable[[Any], str]:
 
 def _job_time(value: Any) -> tuple[float, float]:
     if isinstance(value, (int, float)) and not isinstance(value, bool):
-        low = high = float(value)
-    else:
-        text = str(value).strip()
-        low_text, sep, high_text = text.partition("..")
+        low = high = _seconds(value)
+    elif isinstance(value, str):
+        low_text, sep, high_text = value.strip().partition("..")
         low = parse_duration(low_text)
         high = parse_duration(high_text) if sep else low
+    else:
+        raise ValueError(value)
     if low < 0 or high < low:
         raise ValueError(value)
     return (low, high)
 
 
 def _name(value: Any) -> str:
-    text = str(value).strip()
-    if not text:
+    if not isinstance(value, str):
         raise ValueError(value)
+    text = value.strip()
+    # printable: it is shown in every report line; encodable: SQLite stores it as UTF-8
+    if not text or not text.isprintable():
+        raise ValueError(value)
+    text.encode("utf-8")  # a lone surrogate (os.environ's undecodable bytes) raises UnicodeEncodeError
     return text
 
 
 def _db_file(value: Any) -> str:
-    text = os.path.expanduser(str(value).strip())
+    if not isinstance(value, (str, os.PathLike)):
+        raise ValueError(value)
+    text = os.path.expanduser(os.fsdecode(value).strip())
     # SQLite would only say "unable to open database file" once the run starts.
-    if not text or os.path.isdir(text) or not os.path.isdir(os.path.dirname(os.path.abspath(text))):
+    if not text or "\0" in text or os.path.isdir(text) or not os.path.isdir(os.path.dirname(os.path.abspath(text))):
         raise ValueError(value)
     return text
 
@@ -190,39 +283,60 @@ class FieldSpec:
     ini: str | None = None
     metavar: str = "VALUE"
 
-    def read(self, value: Any, where: str) -> Any:
-        """``value`` parsed, or a SettingsError saying ``where`` it came from and what is allowed."""
-        try:
-            return self.parse(value)
-        except (ValueError, TypeError):
-            raise SettingsError(f"{where}: invalid value for {self.option}; allowed: {self.allowed}.") from None
+    #: a number, duration or keyword: only ASCII is read (a name or a path may be anything)
+    ascii_only: bool = True
 
+    def read(self, value: Any, where: str) -> Any:
+        """``value`` parsed, or a SettingsError saying ``where`` it came from and what is allowed.
+
+        Every source (command line, environment, TOML, ini, marker) reads through here.
+        """
+        try:
+            # int(), float() and str.upper() read fullwidth and Arabic-Indic digits and ligatures ('oﬀ'
+            # is 'OFF'): numbers and keywords are plain ASCII, with no space inside (' 1 0 0 m s ')
+            if self.ascii_only and isinstance(value, str) and (
+                    not value.isascii() or any(char.isspace() for char in value.strip())):
+                raise ValueError(value)
+            return self.parse(value)
+        except (ValueError, TypeError, ArithmeticError):  # ArithmeticError: float(10**400)
+            hint = ""
+            if self.ascii_only and isinstance(value, str) and not value.isascii():
+                odd = next(char for char in value if not char.isascii())
+                hint = f" ({odd!r} is not ASCII: write digits, units and words in ASCII)"
+            raise SettingsError(
+                f"{where}: invalid value for {self.option}; allowed: {self.allowed}{hint}."
+            ) from None
+
+
+_DURATION_ALLOWED = f"{DURATION_HELP} (>= 0), at most {MAX_DURATION_TEXT}"
+_INT64 = " that fits in 64 bits"
 
 FIELDS: tuple[FieldSpec, ...] = (
-    FieldSpec("workers", "--quaero-workers", _int(1), "a whole number >= 1",
+    FieldSpec("workers", "--quaero-workers", _int(1, _MAX_WORKERS), f"a whole number >= 1 (at most {_MAX_WORKERS})",
               "worker pool size (template: 2)", "QUAERO_QUEUE_CONCURRENCY",
               ("queue", "concurrency"), "quaero_workers", "N"),
-    FieldSpec("stagger", "--quaero-stagger", _duration(0), DURATION_HELP + " (>= 0)",
+    FieldSpec("stagger", "--quaero-stagger", _duration(0), _DURATION_ALLOWED,
               "delay between worker starts: worker k starts k x stagger after the pool (500ms)",
               "QUAERO_QUEUE_STAGGER", ("queue", "stagger"), "quaero_stagger", "DURATION"),
     FieldSpec("busy_timeout_ms", "--quaero-busy-timeout", _milliseconds,
-              "milliseconds >= 0 (10000) or " + DURATION_HELP,
+              f"milliseconds >= 0 (10000) or {DURATION_HELP}, at most {_MAX_BUSY_TIMEOUT_MS}ms "
+              "(SQLite's limit, about 24.8 days)",
               "SQLite busy_timeout set on every connection (10000ms)", "QUAERO_SQLITE_BUSY_TIMEOUT_MS",
               ("storage.sqlite", "busy_timeout_ms"), "quaero_busy_timeout", "MS"),
-    FieldSpec("retry_attempts", "--quaero-retries", _int(1), "a whole number of attempts >= 1",
+    FieldSpec("retry_attempts", "--quaero-retries", _int(1), "a whole number of attempts >= 1" + _INT64,
               "attempts per write before a busy error escapes (5)", "QUAERO_SQLITE_RETRY_ATTEMPTS",
               ("storage.sqlite", "retry_attempts"), "quaero_retries", "N"),
-    FieldSpec("retry_backoff", "--quaero-backoff", _duration(0), DURATION_HELP + " (>= 0)",
+    FieldSpec("retry_backoff", "--quaero-backoff", _duration(0), _DURATION_ALLOWED,
               "first retry delay, doubled on each further retry (100ms)", "QUAERO_SQLITE_RETRY_BACKOFF",
               ("storage.sqlite", "retry_backoff"), "quaero_backoff", "DURATION"),
     FieldSpec("visibility_timeout", "--quaero-visibility-timeout", _duration(0, positive=True),
-              DURATION_HELP + " (> 0)", "how long a received message stays invisible (5m)",
+              f"{DURATION_HELP} (> 0), at most {MAX_DURATION_TEXT}", "how long a received message stays invisible (5m)",
               "QUAERO_QUEUE_VISIBILITY_TIMEOUT", ("queue", "visibility_timeout"),
               "quaero_visibility_timeout", "DURATION"),
-    FieldSpec("max_receive", "--quaero-max-receive", _int(1), "a whole number >= 1",
+    FieldSpec("max_receive", "--quaero-max-receive", _int(1), "a whole number >= 1" + _INT64,
               "deliveries before a message is dead (3)", "QUAERO_QUEUE_MAX_RECEIVE",
               ("queue", "max_receive"), "quaero_max_receive", "N"),
-    FieldSpec("poll_interval", "--quaero-poll-interval", _duration(0), DURATION_HELP + " (>= 0)",
+    FieldSpec("poll_interval", "--quaero-poll-interval", _duration(0), _DURATION_ALLOWED,
               "how long a worker waits after finding the queue empty (1s)", "QUAERO_QUEUE_POLL_INTERVAL",
               ("queue", "poll_interval"), "quaero_poll_interval", "DURATION"),
     FieldSpec("wal", "--quaero-wal", _bool, "true or false",
@@ -231,20 +345,21 @@ FIELDS: tuple[FieldSpec, ...] = (
     FieldSpec("synchronous", "--quaero-synchronous", _choice("OFF", "NORMAL", "FULL", "EXTRA", upper=True),
               "OFF, NORMAL, FULL or EXTRA", "PRAGMA synchronous (NORMAL)", "QUAERO_SQLITE_SYNCHRONOUS",
               ("storage.sqlite", "synchronous"), "quaero_synchronous", "MODE"),
-    FieldSpec("cache_size_mb", "--quaero-cache-size", _int(1), "megabytes, a whole number >= 1",
+    FieldSpec("cache_size_mb", "--quaero-cache-size", _int(1, _MAX_CACHE_SIZE_MB),
+              f"megabytes, a whole number >= 1 (at most {_MAX_CACHE_SIZE_MB}, SQLite's limit)",
               "SQLite page cache per connection in MB (64)", "QUAERO_SQLITE_CACHE_SIZE_MB",
               ("storage.sqlite", "cache_size_mb"), "quaero_cache_size_mb", "MB"),
-    FieldSpec("queue_name", "--quaero-queue-name", _name, "a non-empty name",
+    FieldSpec("queue_name", "--quaero-queue-name", _name, "a non-empty name of printable characters",
               "goqite queue name (quaero_jobs)", "QUAERO_QUEUE_NAME", ("queue", "queue_name"),
-              "quaero_queue_name", "NAME"),
+              "quaero_queue_name", "NAME", ascii_only=False),
     FieldSpec("job_time", "--quaero-job-time", _job_time,
-              "a duration (10ms) or a range low..high (5ms..20ms)",
+              f"a duration (10ms) or a range low..high (5ms..20ms), at most {MAX_DURATION_TEXT}",
               "simulated work per job, uniform in the range (5ms..20ms)", "QUAERO_LOAD_JOB_TIME",
               ("load_test", "job_time"), "quaero_job_time", "RANGE"),
     FieldSpec("worker_mode", "--quaero-worker-mode", _choice("thread", "process"), "thread or process",
               "workers as threads (own connection each) or processes (thread)",
               "QUAERO_LOAD_WORKER_MODE", ("load_test", "worker_mode"), "quaero_worker_mode", "MODE"),
-    FieldSpec("seed", "--quaero-seed", _int(0), "a whole number >= 0",
+    FieldSpec("seed", "--quaero-seed", _int(0), "a whole number >= 0" + _INT64,
               "seed of the simulated work times (0)", "QUAERO_LOAD_SEED", ("load_test", "seed"),
               "quaero_seed", "N"),
     FieldSpec("begin_immediate", "--quaero-begin-immediate", _bool, "true or false",
@@ -252,7 +367,7 @@ FIELDS: tuple[FieldSpec, ...] = (
               ("storage.sqlite", "begin_immediate"), "quaero_begin_immediate", "BOOL"),
     FieldSpec("db_path", "--quaero-db", _db_file, "a file path in an existing directory",
               "run on this SQLite file instead of a temporary one, and keep it", "QUAERO_LOAD_DB",
-              ("load_test", "db"), "quaero_db", "PATH"),
+              ("load_test", "db"), "quaero_db", "PATH", ascii_only=False),
 )
 
 FIELD_BY_NAME = {spec.name: spec for spec in FIELDS}

@@ -10,6 +10,7 @@ a verdict on the result; nothing here raises for a regression.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -194,12 +195,13 @@ def _path(rootpath: Path, value: str) -> Path:
 
 
 def gate_from_options(
-    options: GateOptions, rootpath: Path, settings: Settings
+    options: GateOptions, rootpath: Path, settings: Settings, scenarios: Sequence[Scenario] = ()
 ) -> tuple[Gate | None, Settings, list[str]]:
     """The gate the options ask for (None if none), the settings with disabled fixes applied,
-    and warnings to show (faults that cannot happen as given).
+    and warnings to show (faults that will be slow as given).
 
-    Raises ValueError naming the option for any bad value.
+    Raises ValueError naming the option for any bad value, and for a fault that cannot
+    happen in one of ``scenarios`` (the chosen ones, each with the time limit it runs with).
     """
     if not options.given:
         return None, settings, []
@@ -232,6 +234,6 @@ def gate_from_options(
         parse_contention(options.contention)
         gate.contention = options.contention
     if options.faults is not None:
-        warnings.extend(check_faults(parse_faults(options.faults), settings))
+        warnings.extend(check_faults(parse_faults(options.faults), settings, scenarios=scenarios))
         gate.faults = options.faults
     return gate, settings, warnings

@@ -4,6 +4,10 @@ The criteria items and the ``quaero_run`` fixture both come here, so a scenario 
 run, judged and cleaned up the same way whichever asked for it. The harness keeps no
 results: each one rides on a test report (``plugin.carry_result``), so the summary and
 reports read the same thing with and without pytest-xdist.
+
+A run cut short by Ctrl-C (or SIGTERM, which the session turns into the same
+KeyboardInterrupt) never gets a result; its files are kept, and the harness records
+where they are (:attr:`Harness.interrupted`) for the session's summary to print.
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,12 +25,42 @@ from pytest_quaero.core.criteria import Thresholds, evaluate, thresholds_for
 from pytest_quaero.core.jobs import Handler
 from pytest_quaero.core.metrics import RunResult
 from pytest_quaero.core.monitor import Progress
-from pytest_quaero.core.run import run_scenario
+from pytest_quaero.core.run import run_files, run_scenario
 from pytest_quaero.core.scenarios import Scenario
 from pytest_quaero.core.settings import Settings
 from pytest_quaero.core.worker import EndpointFactory, open_endpoint
 
-__all__ = ["Harness"]
+__all__ = ["Harness", "InterruptedRun"]
+
+
+@dataclass(frozen=True)
+class InterruptedRun:
+    """A run that a KeyboardInterrupt (Ctrl-C, or SIGTERM through the session) cut short: its files stay."""
+
+    scenario: str
+    db_path: str
+    log_path: str
+    #: what stopped it: ``SIGINT`` (Ctrl-C) or the signal the session turned into a KeyboardInterrupt
+    signal: str
+    seconds: float
+
+    def kept(self) -> list[tuple[str, str]]:
+        """``(what, path)`` of each file of the run that exists: ``database``, ``log``."""
+        return [(what, path) for what, path in (("database", self.db_path), ("log", self.log_path))
+                if os.path.exists(path)]
+
+    def summary_lines(self) -> list[str]:
+        """What the terminal summary says about it: the heading, then each kept file (as for a failed run)."""
+        how = "SIGINT (Ctrl-C)" if self.signal == "SIGINT" else self.signal
+        kept = self.kept()
+        if not kept:
+            return [f"quaero[{self.scenario}] interrupted by {how} after {self.seconds:.1f}s, before it wrote any file"]
+        lines = [f"quaero[{self.scenario}] interrupted by {how} after {self.seconds:.1f}s: no verdict; "
+                 "its files are kept as the interrupt left them (unfinished jobs keep their messages)"]
+        lines += [f"  {what + ' kept:':<15}{path}" for what, path in kept]
+        if os.path.exists(self.db_path):
+            lines.append(f"  inspect with:  sqlite3 {self.db_path}")
+        return lines
 
 
 @dataclass
@@ -37,6 +72,8 @@ class Harness:
     make_base_dir: Callable[[], Path] | None = None
     on_progress: Callable[[Progress], None] | None = None
     on_result: list[Callable[[RunResult], None]] = field(default_factory=list)
+    #: runs cut short by a KeyboardInterrupt, in the order they were interrupted
+    interrupted: list[InterruptedRun] = field(default_factory=list)
     _runs: int = 0
 
     def thresholds(self, scenario: Scenario, settings: Settings | None = None) -> Thresholds:
@@ -75,11 +112,19 @@ class Harness:
             handler = handler or extensions.handler(settings)
             if endpoint_factory is open_endpoint:
                 endpoint_factory = extensions.endpoint_factory(settings)
-        result = run_scenario(
-            scenario, settings, run_dir=self._run_dir(scenario), handler=handler,
-            endpoint_factory=endpoint_factory, on_progress=self.on_progress,
-            deadline=thresholds.max_execution_time, **run_options,
-        )
+        run_dir = self._run_dir(scenario)
+        began = time.monotonic()
+        try:
+            result = run_scenario(
+                scenario, settings, run_dir=run_dir, handler=handler,
+                endpoint_factory=endpoint_factory, on_progress=self.on_progress,
+                deadline=thresholds.max_execution_time, **run_options,
+            )
+        except KeyboardInterrupt as exc:  # the run's files stay as the interrupt left them: say where
+            db_path, log_path = run_files(settings, run_dir)
+            self.interrupted.append(InterruptedRun(scenario.name, db_path, log_path,
+                                                   getattr(exc, "signal_name", "SIGINT"), time.monotonic() - began))
+            raise
         verdicts = evaluate(result, thresholds)
         if extensions is not None:
             verdicts += extensions.extra_verdicts(scenario, result, thresholds)

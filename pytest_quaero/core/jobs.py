@@ -4,6 +4,13 @@ Producers write each child job as a JSON message (:func:`encode_job`); a worker 
 received message back into a :class:`Job` (:func:`decode_job`) and hands it, with its
 :class:`JobContext`, to the handler: :class:`SimulatedWork` unless a user brings one.
 Everything here is plain data, picklable for process-mode workers.
+
+A job's context carries the pool's cancel signal: a handler that waits (as
+:class:`SimulatedWork` does) waits on it, so a pool stopped with ``cancel=True`` (Ctrl-C,
+SIGTERM, a deadline) cuts the wait short and the handler raises :class:`JobInterrupted`:
+the job is not finished, and its message comes back after the visibility timeout, as it
+would in production after a worker died mid-job. A graceful stop (``restart-pool``) lets
+each job finish.
 """
 
 from __future__ import annotations
@@ -13,12 +20,34 @@ import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from pytest_quaero.core.queue import Message
 from pytest_quaero.core.settings import Settings
 
-__all__ = ["Handler", "Job", "JobContext", "SimulatedWork", "decode_job", "encode_job"]
+__all__ = [
+    "Handler",
+    "Job",
+    "JobContext",
+    "JobInterrupted",
+    "SimulatedWork",
+    "StopSignal",
+    "decode_job",
+    "encode_job",
+]
+
+
+class StopSignal(Protocol):
+    """A ``threading.Event`` (thread mode) or a ``multiprocessing`` Event (process mode)."""
+
+    def is_set(self) -> bool: ...
+
+    def wait(self, timeout: float | None = None) -> bool: ...
+
+
+class JobInterrupted(Exception):
+    """The pool stopped while a handler was working: the job stays unfinished (its row is not
+    completed, its message is not deleted) and is delivered again after the visibility timeout."""
 
 
 @dataclass(frozen=True)
@@ -43,6 +72,16 @@ class JobContext:
     worker_index: int
     settings: Settings
     db_path: str
+    #: set when the pool stops and cuts jobs in progress short (Ctrl-C, SIGTERM, a deadline);
+    #: a handler that waits should wait on it (:meth:`pause`) and raise JobInterrupted when set
+    cancel: StopSignal | None = field(default=None, compare=False, repr=False)
+
+    def pause(self, seconds: float) -> None:
+        """Wait ``seconds``, or raise :class:`JobInterrupted` as soon as the pool cancels its jobs."""
+        if self.cancel is None:
+            time.sleep(seconds)
+        elif self.cancel.wait(seconds):
+            raise JobInterrupted(f"{self.worker}: the pool stopped during the job")
 
 
 # json.dumps() with non-default separators builds a new JSONEncoder on every call; one shared
@@ -73,10 +112,12 @@ def decode_job(message: Message) -> Job:
 
 
 class SimulatedWork:
-    """The default job handler: sleep a seeded, per-job uniform time in ``[low, high]``.
+    """The default job handler: wait a seeded, per-job uniform time in ``[low, high]``.
 
     The time depends only on the seed and the job id, so a rerun with the same seed
-    does the same work whichever worker gets which job. Picklable, for process mode.
+    does the same work whichever worker gets which job. The wait is on the pool's cancel
+    signal (:meth:`JobContext.pause`), so a cancelling pool does not wait out a long job:
+    the job raises :class:`JobInterrupted` and stays unfinished. Picklable, for process mode.
     """
 
     def __init__(self, low: float, high: float, seed: int = 0) -> None:
@@ -90,7 +131,7 @@ class SimulatedWork:
     def __call__(self, job: Job, context: JobContext) -> None:
         seconds = self.duration(job.job_id)
         if seconds > 0:
-            time.sleep(seconds)
+            context.pause(seconds)
 
 
 #: what processes a job; raising leaves the message for redelivery

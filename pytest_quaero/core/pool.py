@@ -22,7 +22,7 @@ from multiprocessing.process import BaseProcess
 from multiprocessing.synchronize import Event as ProcessEvent
 from typing import Any, cast
 
-from pytest_quaero.core.jobs import Handler, Job, JobContext, SimulatedWork, decode_job, encode_job
+from pytest_quaero.core.jobs import Handler, Job, JobContext, JobInterrupted, SimulatedWork, decode_job, encode_job
 from pytest_quaero.core.log import get_logger
 from pytest_quaero.core.settings import Settings
 from pytest_quaero.core.worker import (
@@ -41,6 +41,7 @@ __all__ = [
     "Handler",
     "Job",
     "JobContext",
+    "JobInterrupted",
     "SimulatedWork",
     "WorkerPool",
     "WorkerSpec",
@@ -54,7 +55,11 @@ class WorkerPool:
     """Starts, watches and stops the workers of one run.
 
     ``poll_events()`` hands over whatever the workers reported since the last call;
-    ``stop()`` asks every worker to finish its current job and waits for it.
+    ``stop()`` lets each worker finish its job and waits for them; ``stop(cancel=True)``
+    also cuts jobs in progress short when their handler waits on ``context.cancel`` (the
+    simulated work does): they stay unfinished
+    (:class:`~pytest_quaero.core.jobs.JobInterrupted`), so an interrupted run stops in
+    well under a second however long its jobs are.
     """
 
     def __init__(
@@ -77,6 +82,7 @@ class WorkerPool:
         self._processes: list[BaseProcess] = []
         self._channels: list[Connection[Any, Any]] = []
         self._stop: threading.Event | ProcessEvent | None = None
+        self._cancel: threading.Event | ProcessEvent | None = None
         self._collector: threading.Thread | None = None
         self._log = get_logger("WorkerPool")
 
@@ -96,31 +102,43 @@ class WorkerPool:
         if self.mode == "process":
             self._start_processes()
         else:
-            stop = self._stop = threading.Event()
+            stop, cancel = self._stop, self._cancel = threading.Event(), threading.Event()
             self.started_at = time.monotonic()
             for index in range(self.settings.workers):
                 thread = threading.Thread(
-                    target=self._thread_entry, args=(self._spec(index), stop), name=f"quaero-worker-{index + 1}",
-                    daemon=True,
+                    target=self._thread_entry, args=(self._spec(index), stop, cancel),
+                    name=f"quaero-worker-{index + 1}", daemon=True,
                 )
                 thread.start()
                 self._threads.append(thread)
         assert self.started_at is not None
         return self.started_at
 
-    def _thread_entry(self, spec: WorkerSpec, stop: threading.Event) -> None:
+    def _thread_entry(self, spec: WorkerSpec, stop: threading.Event, cancel: threading.Event) -> None:
         # whatever ended the worker, worker_main reported it as an event; keep the interpreter quiet
         with contextlib.suppress(BaseException):
-            worker_main(spec, self._events.put, stop, self.started_at or time.monotonic())
+            worker_main(spec, self._events.put, stop, self.started_at or time.monotonic(), cancel)
 
     def _start_processes(self) -> None:
+        try:
+            self._spawn()
+        except BaseException:
+            # Ctrl-C (or a worker that could not load) while spawning: none has touched the
+            # database yet (they wait for the pool's start time), so none is left behind.
+            for spawned in self._processes:
+                spawned.kill()
+            for spawned in self._processes:
+                spawned.join(5)
+            raise
+
+    def _spawn(self) -> None:
         # spawn, never fork: a forked child would inherit open SQLite state and pytest's threads.
         context = multiprocessing.get_context("spawn")
-        self._stop = context.Event()
+        self._stop, self._cancel = context.Event(), context.Event()
         for index in range(self.settings.workers):
             parent_end, child_end = context.Pipe(duplex=True)
             process = context.Process(
-                target=process_entry, args=(self._spec(index), child_end, self._stop),
+                target=process_entry, args=(self._spec(index), child_end, self._stop, self._cancel),
                 name=f"quaero-worker-{index + 1}", daemon=True,
             )
             process.start()
@@ -134,8 +152,6 @@ class WorkerPool:
                 channel.recv()
             except (EOFError, OSError):
                 code = self._processes[index].exitcode
-                for spawned in self._processes:
-                    spawned.kill()
                 raise RuntimeError(
                     f"worker process {index + 1} exited (code {code}) before it was ready; "
                     "its handler or queue factory could not be loaded in a spawned process"
@@ -176,17 +192,38 @@ class WorkerPool:
         """The worker processes (process mode), e.g. for fault injection."""
         return list(self._processes)
 
-    def stop(self, timeout: float = 60.0) -> None:
-        """Ask every worker to finish its current job, and wait for them."""
+    def cancel(self) -> None:
+        """Stop the workers now, cutting the jobs in progress short; :meth:`stop` waits for them."""
+        if self._stop is not None and self._cancel is not None:
+            # stop first: a worker cut short must find the loop ended, not take the next message
+            self._stop.set()
+            self._cancel.set()
+
+    def stop(self, timeout: float = 60.0, *, cancel: bool = False) -> None:
+        """Stop the workers after their current job (with ``cancel``, cut that job short too),
+        and wait up to ``timeout`` for them.
+
+        A worker process still busy then is killed (its job stays unfinished, its message
+        comes back after the visibility timeout); a thread cannot be, so it is named in the
+        log and left to end with the interpreter (worker threads are daemons).
+        """
         if self._stop is None:
             return
+        if cancel:
+            self.cancel()
         self._stop.set()
         deadline = time.monotonic() + timeout
         for thread in self._threads:
             thread.join(max(0.0, deadline - time.monotonic()))
+        stuck = [thread.name for thread in self._threads if thread.is_alive()]
+        if stuck:
+            self._log.warning("%d worker threads still busy %.0fs after the stop (a handler that does not wait "
+                              "on context.cancel): %s", len(stuck), timeout, ", ".join(stuck[:10]))
         for process in self._processes:
             process.join(max(0.0, deadline - time.monotonic()))
             if process.is_alive():
+                self._log.warning("Worker process %s still busy %.0fs after the stop: killed", process.name,
+                                  timeout)
                 process.kill()
                 process.join(5)
         if self._collector is not None:

@@ -33,11 +33,13 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
+from pytest_quaero.core.files import refuse_special
 from pytest_quaero.core.metrics import RunResult
 
 __all__ = [
     "DOCUMENT_SCHEMA_VERSION",
     "build_document",
+    "check_document",
     "commit_info",
     "load_document",
     "machine_info",
@@ -240,9 +242,13 @@ def write_text_atomic(path: str | os.PathLike[str], text: str, *, durable: bool 
     """Write ``text`` so readers see the old file or the new one, never a mix.
 
     ``durable`` fsyncs before the rename, for files that must survive a crash (results,
-    baselines); scratch files shared between xdist workers skip it.
+    baselines); scratch files shared between xdist workers skip it. A path that names
+    anything but a regular file (a device, a FIFO) raises :class:`~.files.SpecialFileError`
+    (an OSError) and is left as it was.
     """
     target = Path(path)
+    # a rename replaces whatever the path names: a device node or a FIFO would become a plain file
+    refuse_special(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     try:
@@ -266,21 +272,48 @@ def write_atomic(path: str | os.PathLike[str], document: dict[str, Any]) -> Path
 
 
 def load_document(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """Read a document back; a clear ValueError when it is not one of ours."""
+    """Read a document back; a clear ValueError naming the file when it is not one of ours."""
     try:
+        refuse_special(path, doing="read")
         with open(path, encoding="utf-8") as handle:
             document = json.load(handle)
     except FileNotFoundError:
         raise ValueError(f"{path}: no such file") from None
     except json.JSONDecodeError as exc:
         raise ValueError(f"{path}: not JSON ({exc})") from None
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"{path}: not JSON text ({exc})") from None
+    except OSError as exc:
+        raise ValueError(f"{path}: cannot be read ({exc.strerror or exc})") from None
+    return check_document(document, path)
+
+
+def _kind(value: Any) -> str:
+    return {bool: "a boolean", int: "a number", float: "a number", str: "a string", list: "a list",
+            dict: "an object", type(None): "null"}.get(type(value), type(value).__name__)
+
+
+def check_document(document: Any, path: str | os.PathLike[str]) -> dict[str, Any]:
+    """``document`` when it has this module's layout, else a ValueError naming ``path`` and the key at fault."""
     if not isinstance(document, dict) or "results" not in document or "schema_version" not in document:
         raise ValueError(f"{path}: not a pytest-quaero results document (no schema_version/results)")
-    if document["schema_version"] > DOCUMENT_SCHEMA_VERSION:
+    version_ = document["schema_version"]
+    if isinstance(version_, bool) or not isinstance(version_, int) or version_ < 1:
+        raise ValueError(f"{path}: schema_version is {version_!r} ({_kind(version_)}); expected a whole number "
+                         f"such as {DOCUMENT_SCHEMA_VERSION}, as --quaero-json writes it")
+    if version_ > DOCUMENT_SCHEMA_VERSION:
         raise ValueError(
-            f"{path}: schema_version {document['schema_version']} is newer than this plugin reads "
+            f"{path}: schema_version {version_} is newer than this plugin reads "
             f"({DOCUMENT_SCHEMA_VERSION}); upgrade pytest-quaero"
         )
+    results = document["results"]
+    if not isinstance(results, list):
+        raise ValueError(f"{path}: results is {_kind(results)}; expected a list of results, as --quaero-json "
+                         "writes it")
+    for index, entry in enumerate(results):
+        if not isinstance(entry, dict):
+            raise ValueError(f"{path}: results[{index}] is {entry!r} ({_kind(entry)}); every result must be an "
+                             "object, as --quaero-json writes it")
     return document
 
 

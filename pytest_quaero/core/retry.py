@@ -17,6 +17,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+from pytest_quaero.core.instruments import forget_last_busy, last_busy_timeout_ms, operation
 from pytest_quaero.core.log import get_logger
 
 __all__ = ["OpStats", "Retrier", "classify", "merge_stats", "transaction"]
@@ -146,8 +147,10 @@ class Retrier:
         while True:
             stats.attempts += 1
             started = time.monotonic()
+            forget_last_busy()
             try:
-                result = fn()
+                with operation(op):
+                    result = fn()
             except sqlite3.Error as exc:
                 code = classify(exc)
                 if code is None:
@@ -157,7 +160,10 @@ class Retrier:
                 stats.busy_events += 1
                 stats.busy_wait_seconds += waited
                 stats.codes[code] += 1
-                if waited < self.fast_threshold:
+                # judged against the timeout the raising connection really had, when it was observed
+                timeout_ms = last_busy_timeout_ms()
+                threshold = self.fast_threshold if timeout_ms is None else timeout_ms / 1000 * 0.1
+                if waited < threshold:
                     stats.fast_busy += 1
                 if self._on_busy is not None:
                     self._on_busy(code)

@@ -32,13 +32,19 @@ from pytest_quaero.core.metrics import RunResult
 from pytest_quaero.core.monitor import Progress, Tally, open_monitor, watch
 from pytest_quaero.core.pool import WorkerPool
 from pytest_quaero.core.queue import Queue
-from pytest_quaero.core.retry import merge_stats
+from pytest_quaero.core.retry import classify, merge_stats
 from pytest_quaero.core.scenarios import Scenario
 from pytest_quaero.core.seed import Producers, prepare_database
 from pytest_quaero.core.settings import Settings
 from pytest_quaero.core.worker import EndpointFactory, open_endpoint
 
-__all__ = ["PHASES", "Progress", "RunError", "prepare_database", "run_scenario"]
+__all__ = ["PHASES", "Progress", "RunError", "prepare_database", "run_files", "run_scenario"]
+
+#: how long a run that drained (or reached its deadline) waits for its workers to stop
+STOP_TIMEOUT = 60.0
+#: how long a run that did not get to its drain (Ctrl-C, SIGTERM, an error) waits for its
+#: workers: the simulated work stops at once, a handler that ignores the stop is not waited out
+ABORT_STOP_TIMEOUT = 5.0
 
 #: the phases of a run's timeline, with the template's label for each
 PHASES = {
@@ -74,6 +80,13 @@ def _attach_log(log_path: str) -> Callable[[], None]:
     return detach
 
 
+def run_files(settings: Settings, run_dir: str | os.PathLike[str]) -> tuple[str, str]:
+    """Where a run in ``run_dir`` keeps its database and its log: ``(db_path, log_path)``."""
+    run_dir = Path(run_dir)
+    db_path = str(Path(settings.db_path).resolve()) if settings.db_path else str(run_dir / "quaero.db")
+    return db_path, str(run_dir / "quaero.log")
+
+
 def run_scenario(
     scenario: Scenario,
     settings: Settings,
@@ -95,11 +108,14 @@ def run_scenario(
     deliberately broken) job handler, queue/store, or pool. ``disturbances`` (contention
     loads, fault injectors; see :mod:`pytest_quaero.core.disturbance`) start after the pool and
     stop after the drain.
+
+    ``execution_time`` ends when the monitor sees the queue drained (or the deadline pass):
+    stopping the pool afterwards (thousands of idle threads take a while) is recorded apart,
+    as ``extra["pool_stop_seconds"]``.
     """
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    db_path = str(Path(settings.db_path).resolve()) if settings.db_path else str(run_dir / "quaero.db")
-    log_path = str(run_dir / "quaero.log")
+    db_path, log_path = run_files(settings, run_dir)
     run_id = secrets.token_hex(4)
     deadline = scenario.time_limit if deadline is None else deadline
     detach_log = _attach_log(log_path)
@@ -127,7 +143,11 @@ def run_scenario(
             pool = pool_factory(db_path, settings, handler=handler, endpoint_factory=endpoint_factory,
                                 log_path=log_path if settings.worker_mode == "process" else None)
             producers = Producers(scenario, run_id, db_path, settings, endpoint_factory)
-            pool_started = pool.start()
+            try:
+                pool_started = pool.start()
+            except BaseException:  # Ctrl-C while threads start or processes spawn: none is left running
+                _stop_pool(pool, ABORT_STOP_TIMEOUT, cancel=True)
+                raise
             # Spawning worker processes (~0.3 s, before the pool's clock starts) is the harness's
             # cost, not the queue's: the run's clock starts with the pool's, so process mode is not
             # judged slower for it. What it cost stays on record.
@@ -140,6 +160,7 @@ def run_scenario(
             # run watches it through its own counts() (protocols.QueueProtocol), not the goqite table.
             watched = endpoint_factory(db_path, settings) if getattr(endpoint_factory, "watch_queue", False) else None
             started: list[Disturbance] = []
+            watched_until: float | None = None  # when watch() saw the drain or the deadline
             try:
                 for disturbance in disturbances:
                     disturbance.start(RunContext(scenario, settings, db_path, str(run_dir), run_id, t0, pool, mark))
@@ -148,14 +169,22 @@ def run_scenario(
                 producers.start()
                 watch(scenario, settings, pool, producers, tally, monitor, t0, deadline, sample_interval,
                       result, on_progress, mark, watched.queue if watched is not None else None)
+                watched_until = time.monotonic()
             finally:
-                pool.stop()
+                stopping = time.monotonic()
+                # Interrupted (Ctrl-C, SIGTERM), failed, or past the deadline: the jobs in progress
+                # are cut short (left unfinished), not waited out.
+                if watched_until is None:
+                    _stop_pool(pool, ABORT_STOP_TIMEOUT, cancel=True)
+                else:
+                    _stop_pool(pool, STOP_TIMEOUT, cancel=result.timed_out)
+                result.extra["pool_stop_seconds"] = round(time.monotonic() - stopping, 6)
                 producers.join(30)
                 tally.fold(pool.poll_events())
-                done_at = time.monotonic()
                 for disturbance in reversed(started):
                     disturbance.stop()
-            result.execution_time = done_at - t0
+            assert watched_until is not None  # watch() returned: the run reached its drain or deadline
+            result.execution_time = watched_until - t0
             if tally.first_received is not None:
                 mark("processing_started", tally.first_received)
             mark("validation")
@@ -189,19 +218,54 @@ def run_scenario(
 
 
 def _prepare(db_path: str, settings: Settings) -> db.Pragmas:
-    """prepare_database, refusing a file whose queue still holds an earlier run's messages."""
-    pragmas = prepare_database(db_path, settings)
-    conn = db.connect(db_path, settings)
+    """prepare_database, refusing a file whose queue still holds messages, and saying whose they are.
+
+    A live run that holds the file's run lock (:mod:`~pytest_quaero.core.dbfile`) is named
+    with its pid; without one, the messages are an earlier run's leftovers. A database
+    failure is a RunError naming the file, SQLite's words and what to do: one sentence in
+    the reports, never a traceback, and the file is kept as it was.
+    """
     try:
-        leftover = len(Queue(conn, settings.queue_name))
-    finally:
-        conn.close()
+        pragmas = prepare_database(db_path, settings)
+        conn = db.connect(db_path, settings)
+        try:
+            leftover = len(Queue(conn, settings.queue_name))
+        finally:
+            conn.close()
+    except sqlite3.Error as exc:
+        if classify(exc):
+            hint = "another process holds a lock on it: let it finish, or use another --quaero-db path"
+        else:
+            hint = (f"check it with: sqlite3 {db_path} 'pragma integrity_check', or give --quaero-db a new "
+                    "file name")
+        raise RunError(f"{db_path}: the database could not be prepared ({type(exc).__name__}: {exc}); "
+                       f"{hint}.") from None
     if leftover:
+        # deferred: only a leftover queue needs the run lock's holder (a file lock and its pid file)
+        from pytest_quaero.core.dbfile import holder
+
+        live = holder(db_path)
+        if live is not None:
+            raise RunError(
+                f"{db_path}: another run is using this file right now ({live.describe()}); its queue "
+                f"{settings.queue_name!r} holds {leftover} messages of that run. Wait for it to finish, or give "
+                "this run another --quaero-db path."
+            )
         raise RunError(
             f"{db_path}: queue {settings.queue_name!r} already holds {leftover} messages from an earlier run; "
             "a run must start from an empty queue. Use a new --quaero-db path or another --quaero-queue-name."
         )
     return pragmas
+
+
+def _stop_pool(pool: WorkerPool, timeout: float, *, cancel: bool) -> None:
+    """Stop the pool; with ``cancel``, cut its jobs in progress short first (a pool from a
+    ``pool_factory`` that cannot cancel, e.g. a wrapper, lets them finish)."""
+    if cancel:
+        cancel_jobs = getattr(pool, "cancel", None)
+        if cancel_jobs is not None:
+            cancel_jobs()
+    pool.stop(timeout)
 
 
 def _record(result: RunResult, tally: Tally, producers: Producers, checks: dict[str, Any]) -> None:

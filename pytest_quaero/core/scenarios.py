@@ -2,15 +2,37 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
-__all__ = ["BUILTIN", "Scenario", "parse_scenarios"]
+from pytest_quaero.core.fields import (
+    DURATION_HELP,
+    MAX_DURATION_TEXT,
+    MAX_SECONDS,
+    SettingsError,
+    format_duration,
+    parse_duration,
+    parse_whole,
+)
+
+if TYPE_CHECKING:  # annotations only
+    from pytest_quaero.core.settings import Settings
+
+__all__ = ["BUILTIN", "Scenario", "check_stagger", "parse_scenarios", "scenario_value"]
+
+_WHOLE_HELP = "a whole number >= 1"
+_TIME_LIMIT_HELP = f"{DURATION_HELP} (> 0), at most {MAX_DURATION_TEXT}"
 
 
 @dataclass(frozen=True)
 class Scenario:
-    """A crawl-job tree to seed: ``parents`` parents with ``children`` child URLs each."""
+    """A crawl-job tree to seed: ``parents`` parents with ``children`` child URLs each.
+
+    Checked when made (also by ``dataclasses.replace``), wherever it comes from: the
+    built-ins, a ``pytest_quaero_scenarios`` hook, a marker.
+    """
 
     name: str
     parents: int
@@ -20,8 +42,16 @@ class Scenario:
     description: str = ""
 
     def __post_init__(self) -> None:
-        if self.parents < 1 or self.children < 1:
-            raise ValueError(f"scenario {self.name!r}: parents and children must be >= 1")
+        if not isinstance(self.name, str) or not self.name.strip():
+            raise ValueError(f"scenario name {self.name!r}: allowed: a non-empty string")
+        for key in ("parents", "children"):
+            value = getattr(self, key)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"scenario {self.name!r}: {key}={value!r}; allowed: {_WHOLE_HELP}")
+        limit = self.time_limit
+        if isinstance(limit, bool) or not isinstance(limit, (int, float)) or not 0 < limit <= MAX_SECONDS:
+            raise ValueError(f"scenario {self.name!r}: time_limit={limit!r}; allowed: seconds as a number "
+                             f"> 0, at most {MAX_SECONDS:.0f} ({MAX_DURATION_TEXT})")
 
     @property
     def total_jobs(self) -> int:
@@ -30,6 +60,52 @@ class Scenario:
     @property
     def title(self) -> str:
         return f"{self.name.capitalize()} Load Test ({self.total_jobs} Jobs)"
+
+
+def scenario_value(key: str, value: Any, *, where: str) -> int | float:
+    """A marker's ``parents=``/``children=`` (whole numbers) or ``time_limit=`` (a duration or seconds).
+
+    Raises SettingsError naming ``where``, the key and the allowed form.
+    """
+    try:
+        if key == "time_limit":
+            if isinstance(value, str):
+                seconds = parse_duration(value)
+            elif isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+                seconds = float(value)
+            else:
+                raise ValueError(value)
+            if not 0 < seconds <= MAX_SECONDS:
+                raise ValueError(value)
+            return seconds
+        number = parse_whole(value) if isinstance(value, str) else value
+        if isinstance(number, bool) or not isinstance(number, int) or number < 1:
+            raise ValueError(value)
+        return number
+    except (ValueError, OverflowError):
+        allowed = _TIME_LIMIT_HELP if key == "time_limit" else _WHOLE_HELP
+        raise SettingsError(f"{where}: invalid {key}={value!r}; allowed: {allowed}.") from None
+
+
+def check_stagger(settings: Settings, scenario: Scenario) -> None:
+    """The last worker must start before the scenario's time limit, or the stagger is never exercised.
+
+    Worker k starts k x stagger after the pool: with the last one due past the time limit the
+    run ends before the pool it was meant to stagger even exists. Raises SettingsError naming
+    both settings and where each came from.
+    """
+    last = settings.stagger * (settings.workers - 1)
+    if settings.workers < 2 or last < scenario.time_limit:
+        return
+    sources = settings.sources
+    limit = format_duration(scenario.time_limit)
+    raise SettingsError(
+        f"--quaero-stagger={settings.describe('stagger')} ({sources.get('stagger', 'default')}) with "
+        f"--quaero-workers={settings.workers} ({sources.get('workers', 'default')}): the last worker would "
+        f"start {format_duration(last)} after the pool, but scenario {scenario.name!r} stops after {limit}; "
+        f"allowed: stagger x (workers - 1) below the time limit, here a stagger under "
+        f"{format_duration(scenario.time_limit / (settings.workers - 1))}."
+    )
 
 
 BUILTIN: dict[str, Scenario] = {

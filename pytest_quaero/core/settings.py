@@ -15,6 +15,8 @@ the standard library and that table.
 from __future__ import annotations
 
 import dataclasses
+import os
+import stat
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -28,6 +30,7 @@ from pytest_quaero.core.fields import (
     as_text,
     format_duration,
     parse_duration,
+    shown,
 )
 
 __all__ = [
@@ -98,7 +101,7 @@ class Settings:
                 raise SettingsError(
                     f"{source}: unknown setting {name!r}; known settings: {', '.join(FIELD_BY_NAME)}"
                 )
-            parsed[name] = spec.read(value, f"{name}={as_text(value)!r} ({source})")
+            parsed[name] = spec.read(value, f"{name}={shown(repr(value))} ({source})")
             sources[name] = source
         return dataclasses.replace(self, sources=sources, **parsed)
 
@@ -131,6 +134,17 @@ def _load_toml(path: str) -> dict[str, Any]:
     else:  # pragma: no cover - exercised by the py310 tox env
         import tomli as tomllib  # type: ignore[import-not-found, unused-ignore]  # absent on 3.11+
     try:
+        # stat first: open() on a FIFO waits for a writer forever, and a device may never end
+        mode = os.stat(path).st_mode
+    except (OSError, ValueError) as exc:  # ValueError: a NUL in the path
+        reason = "no such file" if isinstance(exc, FileNotFoundError) else (
+            f"cannot be read ({getattr(exc, 'strerror', None) or exc})")
+        raise SettingsError(f"--quaero-config={path}: {reason}.") from None
+    if not stat.S_ISREG(mode):
+        kind = "a directory" if stat.S_ISDIR(mode) else "a FIFO" if stat.S_ISFIFO(mode) else "a special file"
+        raise SettingsError(f"--quaero-config={path}: cannot be read (it is {kind}, not a regular file); "
+                            "give the path of a TOML file.")
+    try:
         with open(path, "rb") as handle:
             data: dict[str, Any] = tomllib.load(handle)
             return data
@@ -140,6 +154,12 @@ def _load_toml(path: str) -> dict[str, Any]:
         raise SettingsError(f"--quaero-config={path}: cannot be read ({exc.strerror}).") from None
     except tomllib.TOMLDecodeError as exc:
         raise SettingsError(f"--quaero-config={path}: not valid TOML ({exc}).") from None
+    except UnicodeDecodeError as exc:
+        raise SettingsError(f"--quaero-config={path}: not valid TOML (not UTF-8 text: {exc.reason} "
+                            f"at byte {exc.start}).") from None
+    except RecursionError:  # tomllib parses nested arrays and inline tables recursively
+        raise SettingsError(f"--quaero-config={path}: not valid TOML for Quaero (arrays or inline tables "
+                            "nested too deeply to read).") from None
 
 
 def _flatten_toml(path: str, data: Mapping[str, Any]) -> tuple[dict[tuple[str, str], Any], dict[str, dict[str, str]]]:
@@ -152,12 +172,15 @@ def _flatten_toml(path: str, data: Mapping[str, Any]) -> tuple[dict[tuple[str, s
         for key, value in table.items():
             section_key = (prefix, key)
             dotted = f"{prefix}.{key}" if prefix else key
-            if prefix == "thresholds" or prefix.startswith("thresholds."):
-                if isinstance(value, Mapping) and prefix == "thresholds":
-                    thresholds.setdefault(key, {}).update({k: as_text(v) for k, v in value.items()})
-                else:
-                    scenario = prefix.partition(".")[2] or "*"
-                    thresholds.setdefault(scenario, {})[key] = as_text(value)
+            if prefix == "thresholds":
+                # [thresholds] key = value (every scenario), or [thresholds.SCENARIO] key = value
+                scope, entries = (key, value) if isinstance(value, Mapping) else ("*", {key: value})
+                for name, raw in entries.items():
+                    if isinstance(raw, (Mapping, list)):
+                        where = f"[thresholds{'' if scope == '*' else '.' + scope}] {name}"
+                        raise SettingsError(f"--quaero-config={path}: {where}: a threshold is one value (a number, "
+                                            "a duration or a percentage), not a table or an array.")
+                    thresholds.setdefault(scope, {})[name] = as_text(raw)
                 continue
             if isinstance(value, Mapping):
                 if dotted not in _TOML_SECTIONS:
@@ -227,22 +250,23 @@ def resolve(
     values: dict[str, Any] = {}
     sources: dict[str, str] = {}
     for spec in FIELDS:
+        # (raw value, the message's words before and after the value, the source recorded)
         candidates = [
-            (cli.get(spec.name), f"{spec.option}={{value}} (command line)", "command line"),
-            (env.get(spec.env) if spec.env else None, f"{spec.env}={{value}} (environment)", f"{spec.env}"),
+            (cli.get(spec.name), f"{spec.option}=", " (command line)", "command line"),
+            (env.get(spec.env) if spec.env else None, f"{spec.env}=", " (environment)", f"{spec.env}"),
         ]
         if spec.toml:
             section, key = spec.toml
             candidates.append(
-                (toml_values.get(spec.toml), f"{key} = {{value}} in [{section}] of {config_file}",
+                (toml_values.get(spec.toml), f"{key} = ", f" in [{section}] of {config_file}",
                  f"{config_file} [{section}] {key}")
             )
         if spec.ini:
-            candidates.append((ini.get(spec.ini), f"{spec.ini} = {{value}} ({ini_name})", f"{spec.ini} ({ini_name})"))
-        for raw, where, source in candidates:
+            candidates.append((ini.get(spec.ini), f"{spec.ini} = ", f" ({ini_name})", f"{spec.ini} ({ini_name})"))
+        for raw, before, after, source in candidates:
             if raw is None or (isinstance(raw, str) and raw == ""):
                 continue
-            values[spec.name] = spec.read(raw, where.format(value=as_text(raw)))
+            values[spec.name] = spec.read(raw, f"{before}{shown(raw)}{after}")
             sources[spec.name] = source
             break
         else:

@@ -8,7 +8,9 @@ processes alike and nothing has to be read back from a worker's memory afterward
 * ``("started", index, wall_time, monotonic)``
 * ``("job", index, job_id, outcome, received_at, done_at, latency, attempt)`` where
   outcome is ``completed``, ``duplicate``, ``retry`` (left for redelivery), ``failed``
-  (gave up at max_receive) or ``error`` (a database error escaped the retries)
+  (gave up at max_receive) or ``error`` (a database error escaped the retries); a job
+  the pool's cancel interrupted (:class:`~pytest_quaero.core.jobs.JobInterrupted`) reports
+  nothing: it is not finished, and its message comes back after the visibility timeout
 * ``("busy", index, code)`` each time SQLite raised a lock error (live progress)
 * ``("error", index, text)`` for a failure outside any job
 * ``("stopped", index, monotonic, busy_seconds, retry_counters)``
@@ -20,15 +22,18 @@ processes alike and nothing has to be read back from a worker's memory afterward
 from __future__ import annotations
 
 import logging
+import multiprocessing
+import signal
 import sqlite3
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
-from typing import Any, Protocol
+from multiprocessing.process import BaseProcess
+from typing import Any
 
 from pytest_quaero.core import db
-from pytest_quaero.core.jobs import Handler, Job, JobContext, decode_job
+from pytest_quaero.core.jobs import Handler, Job, JobContext, JobInterrupted, StopSignal, decode_job
 from pytest_quaero.core.log import TemplateFormatter, WorkerLog, get_logger, logger
 from pytest_quaero.core.queue import Message, Queue
 from pytest_quaero.core.retry import Retrier, classify
@@ -48,14 +53,6 @@ __all__ = [
 
 #: what a worker reports; the module docstring lists the shapes
 Event = tuple[Any, ...]
-
-
-class StopSignal(Protocol):
-    """A ``threading.Event`` (thread mode) or a ``multiprocessing`` Event (process mode)."""
-
-    def is_set(self) -> bool: ...
-
-    def wait(self, timeout: float | None = None) -> bool: ...
 
 
 @dataclass
@@ -96,8 +93,15 @@ class WorkerSpec:
         return f"JobWorker-{self.index + 1}"
 
 
-def worker_main(spec: WorkerSpec, emit: Callable[[Event], None], stop: StopSignal, pool_started: float) -> None:
-    """One worker's whole life: wait its stagger, then receive/process/delete until stopped."""
+def worker_main(
+    spec: WorkerSpec, emit: Callable[[Event], None], stop: StopSignal, pool_started: float,
+    cancel: StopSignal | None = None,
+) -> None:
+    """One worker's whole life: wait its stagger, then receive/process/delete until stopped.
+
+    ``stop`` ends the loop after the job in progress; ``cancel`` (handed to the handler as
+    ``context.cancel``) cuts that job short too.
+    """
     settings = spec.settings
     log = get_logger(spec.name)
     deadline = pool_started + spec.index * settings.stagger
@@ -118,7 +122,7 @@ def worker_main(spec: WorkerSpec, emit: Callable[[Event], None], stop: StopSigna
     emit(("started", spec.index, time.time(), started))
     log.info("Worker %d started successfully (%dms after pool start)", spec.index + 1,
              round((started - pool_started) * 1000))
-    context = JobContext(spec.name, spec.index, settings, spec.db_path)
+    context = JobContext(spec.name, spec.index, settings, spec.db_path, cancel)
     busy_seconds = 0.0
     try:
         while not stop.is_set():
@@ -135,6 +139,8 @@ def worker_main(spec: WorkerSpec, emit: Callable[[Event], None], stop: StopSigna
             outcome, job_id, enqueued_at = _process(message, endpoint, retrier, spec.handler, context, log)
             done_at = time.monotonic()
             busy_seconds += done_at - received_at
+            if outcome == "interrupted":
+                continue  # not finished, nothing to count: the loop ends on the stop that came with the cancel
             # enqueued_at comes from the body _process decoded: one json.loads per job, not two.
             latency = max(0.0, time.time() - enqueued_at) if enqueued_at is not None else 0.0
             emit(("job", spec.index, job_id, outcome, received_at, done_at, latency, message.received))
@@ -168,6 +174,10 @@ def _run_job(
     try:
         retrier.call("save_job", lambda: store.mark_running(job.job_id), job.job_id)
         handler(job, context)
+    except JobInterrupted:
+        log.info("Job %s interrupted by the pool's stop: left unfinished, its message comes back after the "
+                 "visibility timeout", job.job_id)
+        return "interrupted"
     except sqlite3.Error as exc:
         log.error("Database error on %s, message left for redelivery: %s", job.job_id, exc)
         return "error"
@@ -211,8 +221,20 @@ def _handler_failed(
     return "retry"
 
 
-def process_entry(spec: WorkerSpec, channel: Connection[Any, Any], stop: StopSignal) -> None:
-    """Body of a spawned worker process: handshake, then the same loop as a thread."""
+def process_entry(spec: WorkerSpec, channel: Connection[Any, Any], stop: StopSignal,
+                  cancel: StopSignal | None = None) -> None:
+    """Body of a spawned worker process: handshake, then the same loop as a thread.
+
+    Ctrl-C in a terminal reaches the whole process group: the worker ignores it and stops
+    when the pool (whose process got the KeyboardInterrupt) sets ``stop``, instead of dying
+    mid-job with a traceback of its own. A worker whose pool process died (killed) stops,
+    its job cut short, as if the pool had cancelled.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    parent = multiprocessing.parent_process()
+    if parent is not None:
+        stop = _StopOrOrphaned(stop, parent)
+        cancel = _StopOrOrphaned(cancel, parent) if cancel is not None else None
     if spec.log_path:
         handler = logging.FileHandler(spec.log_path, encoding="utf-8")
         handler.setFormatter(TemplateFormatter())
@@ -221,4 +243,25 @@ def process_entry(spec: WorkerSpec, channel: Connection[Any, Any], stop: StopSig
         logger.propagate = False  # a spawned child has no pytest capture to hand lines to
     channel.send(("ready", spec.index))
     pool_started = channel.recv()
-    worker_main(spec, channel.send, stop, pool_started)
+    worker_main(spec, channel.send, stop, pool_started, cancel)
+
+
+class _StopOrOrphaned:
+    """A process worker's stop (or cancel) signal: set by the pool, or by the pool's process dying."""
+
+    _SLICE = 0.5  # how soon an orphaned worker notices (seconds)
+
+    def __init__(self, stop: StopSignal, parent: BaseProcess) -> None:
+        self._stop, self._parent = stop, parent
+
+    def is_set(self) -> bool:
+        return self._stop.is_set() or not self._parent.is_alive()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            left = self._SLICE if deadline is None else min(self._SLICE, deadline - time.monotonic())
+            if left <= 0:
+                return self.is_set()
+            if self._stop.wait(left) or not self._parent.is_alive():
+                return True

@@ -46,11 +46,12 @@ def _output_path(config: pytest.Config, option: str) -> Path | None:
         path = Path(config.invocation_params.dir) / path
     if path.is_dir():
         raise pytest.UsageError(f"{spelled}: is a directory; give a file path such as results/quaero.md.")
-    for parent in path.parents:
-        if parent.exists():
-            if not parent.is_dir():
-                raise pytest.UsageError(f"{spelled}: {parent} is a file, so nothing can be written below it.")
-            break
+    # deferred: only a session that asked for a report file checks where it goes
+    from pytest_quaero.core.files import output_problem
+
+    problem = output_problem(path)
+    if problem is not None:
+        raise pytest.UsageError(f"{spelled}: {problem}; nothing would be written there.")
     return path
 
 
@@ -98,7 +99,9 @@ class ReportsPlugin:
     options: ReportOptions
     started: float = field(default_factory=time.time)
     written: list[str] = field(default_factory=list)
+    #: requested files that could not be written: the session fails
     errors: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
     progress_mode: str = "off"
     progress_installed: bool = False
 
@@ -158,6 +161,9 @@ class ReportsPlugin:
             self._write("JSON results", self.options.json, lambda: self._json(results, exitstatus, context))
         if self.options.markdown is not None:
             self._write("Markdown report", self.options.markdown, lambda: self._markdown(results, context))
+        if self.errors and session.exitstatus == pytest.ExitCode.OK:
+            # a CI step that reads the file must not find a green run and no file
+            session.exitstatus = pytest.ExitCode.TESTS_FAILED
         if self.options.step_summary is not None and results:
             try:
                 # deferred: report machinery, loaded only when there is something to report
@@ -167,7 +173,8 @@ class ReportsPlugin:
                     handle.write(step_summary(results))
                 self.written.append(f"summary appended to $GITHUB_STEP_SUMMARY ({self.options.step_summary})")
             except OSError as exc:
-                self.errors.append(f"could not append to $GITHUB_STEP_SUMMARY {self.options.step_summary}: {exc}")
+                # not a file this session asked for (the CI sets it): said, but the session does not fail
+                self.warnings.append(f"could not append to $GITHUB_STEP_SUMMARY {self.options.step_summary}: {exc}")
 
     def _write(self, what: str, path: Path, produce: Any) -> None:
         try:
@@ -230,8 +237,13 @@ class ReportsPlugin:
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
         for line in self.written:
             terminalreporter.write_line(f"quaero: {line}")
+        for line in self.warnings:
+            terminalreporter.write_line(f"quaero: {line}", yellow=True)
         for line in self.errors:
             terminalreporter.write_line(f"quaero: {line}", red=True, bold=True)
+        if self.errors:
+            terminalreporter.write_line("quaero: the session fails: a file it was asked to write is missing",
+                                        red=True, bold=True)
         if (self.options.markdown or self.options.json) and not self.state.results and not is_worker(self.config):
             terminalreporter.write_line(
                 "quaero: no scenario ran in this session, so the reports say 'not measured' throughout "

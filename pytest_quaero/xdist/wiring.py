@@ -15,7 +15,7 @@ import pytest
 from pytest_quaero.session import QuaeroSession
 from pytest_quaero.xdist.scheduling import XdistHooks
 
-__all__ = ["configure"]
+__all__ = ["configure", "worker_db_path"]
 
 
 def configure(config: pytest.Config, session: QuaeroSession) -> None:
@@ -45,11 +45,12 @@ def configure(config: pytest.Config, session: QuaeroSession) -> None:
         # Two workers on one --quaero-db file would fight over one queue: a file each.
         session.settings = session.settings.replace(
             source=f"--quaero-db, per pytest-xdist worker {worker}",
-            db_path=_suffixed(session.settings.db_path, worker),
+            db_path=worker_db_path(session.settings.db_path, worker),
         )
 
 
-def _suffixed(path: str, worker: str) -> str:
+def worker_db_path(path: str, worker: str) -> str:
+    """The file an xdist worker uses for ``--quaero-db=path``: two workers never share one queue."""
     root, ext = os.path.splitext(path)
     return f"{root}-{worker}{ext or '.db'}"
 

@@ -1,0 +1,331 @@
+"""What every SQLite connection of a run does: statements, write transactions, lock hold and wait.
+
+Connections opened through :func:`pytest_quaero.core.db.connect` (and, during a run,
+through ``sqlite3.connect`` itself) are :class:`ObservedConnection` objects. Each
+statement is timed and classified, and the connection's own ``in_transaction`` and
+``total_changes`` say what it did to the database, whatever code issued it:
+
+* a **write transaction** holds SQLite's write lock from ``BEGIN IMMEDIATE``/``EXCLUSIVE``
+  returning (or from the first write of a deferred transaction) until it ends; that span
+  is its **hold** time. The time ``BEGIN IMMEDIATE`` (or that first write) took is the
+  **writer wait**: the lock was not free before it returned;
+* a write in autocommit mode (one statement, e.g. goqite's ``UPDATE ... RETURNING``
+  receive) holds the lock only while SQLite executes it, which cannot be told apart from
+  the wait from outside: its whole duration counts as writer wait, never as hold, so
+  contention can never look like a lock held too long;
+* statements are counted by kind (select, insert, update, delete, begin, commit, other),
+  rows changed from ``total_changes``, rollbacks whichever way they happen.
+
+Everything is filed under the operation the thread is doing (:func:`operation`, set by
+the retry wrapper and the worker: ``receive``, ``queue_delete``, ``handler``, ...).
+The samples are per process; a spawned worker sends its :meth:`Instruments.export` to
+the pool, which merges it.
+"""
+
+from __future__ import annotations
+
+import math
+import sqlite3
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+__all__ = [
+    "Instruments",
+    "ObservedConnection",
+    "active",
+    "current_operation",
+    "forget_last_busy",
+    "instrumenting",
+    "last_busy_timeout_ms",
+    "operation",
+    "percentile",
+]
+
+_WRITES = frozenset({"INSERT", "UPDATE", "DELETE", "REPLACE"})
+_KINDS = {"SELECT": "select", "INSERT": "insert", "UPDATE": "update", "DELETE": "delete", "REPLACE": "insert",
+          "BEGIN": "begin", "COMMIT": "commit", "END": "commit", "ROLLBACK": "rollback", "WITH": "select"}
+
+_thread = threading.local()
+_T = TypeVar("_T")
+
+
+@contextmanager
+def operation(name: str) -> Iterator[None]:
+    """File every statement this thread runs inside the block under ``name``."""
+    previous = getattr(_thread, "operation", None)
+    _thread.operation = name
+    try:
+        yield
+    finally:
+        _thread.operation = previous
+
+
+def current_operation() -> str:
+    return getattr(_thread, "operation", None) or "other"
+
+
+def forget_last_busy() -> None:
+    """Start an operation with no lock error on record in this thread."""
+    _thread.busy_timeout_ms = None
+
+
+def last_busy_timeout_ms() -> int | None:
+    """The busy_timeout (read back) of the connection that raised this thread's last lock error."""
+    value: int | None = getattr(_thread, "busy_timeout_ms", None)
+    return value
+
+
+def _lock_error_name(exc: sqlite3.Error) -> str | None:
+    # SQLITE_BUSY (5) and SQLITE_LOCKED (6) with their extended codes; the message on Python 3.10
+    code = getattr(exc, "sqlite_errorcode", None)
+    if code is not None:
+        return str(getattr(exc, "sqlite_errorname", code)) if code & 0xFF in (5, 6) else None
+    message = str(exc).lower()
+    if message.startswith("database is locked"):
+        return "SQLITE_BUSY"
+    return "SQLITE_LOCKED" if message.startswith(("database table is locked", "database schema is locked")) else None
+
+
+def percentile(values: list[float], fraction: float) -> float:
+    """Nearest-rank percentile (0 for no values)."""
+    if not values:
+        return 0.0
+    ordered = sorted(values)
+    # the 1e-9 keeps 0.95 * 100 (= 95.00000000000001 in floating point) at rank 95
+    rank = max(0, min(len(ordered) - 1, math.ceil(fraction * len(ordered) - 1e-9) - 1))
+    return ordered[rank]
+
+
+@dataclass
+class _OpTally:
+    hold: list[float] = field(default_factory=list)
+    wait: list[float] = field(default_factory=list)
+    statements: Counter[str] = field(default_factory=Counter)
+    write_transactions: int = 0
+    rollbacks: int = 0
+    rows_changed: int = 0
+    #: SQLITE_BUSY/LOCKED raised to the code under test, by extended code, caught by it or not
+    busy: Counter[str] = field(default_factory=Counter)
+
+
+@dataclass
+class Instruments:
+    """The samples and counts of one run in one process, by operation."""
+
+    ops: dict[str, _OpTally] = field(default_factory=dict)
+    connections: int = 0
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def _op(self, name: str) -> _OpTally:
+        tally = self.ops.get(name)
+        if tally is None:
+            tally = self.ops[name] = _OpTally()
+        return tally
+
+    def statement(self, op: str, kind: str, rows: int) -> None:
+        with self._lock:
+            tally = self._op(op)
+            tally.statements[kind] += 1
+            tally.rows_changed += rows
+
+    def transaction(self, op: str, hold: float | None, wait: float, rolled_back: bool) -> None:
+        with self._lock:
+            tally = self._op(op)
+            if hold is not None:
+                tally.hold.append(hold)
+                tally.write_transactions += 1
+            tally.wait.append(wait)
+            tally.rollbacks += int(rolled_back)
+
+    def wait(self, op: str, seconds: float) -> None:
+        with self._lock:
+            self._op(op).wait.append(seconds)
+
+    def busy(self, op: str, code: str) -> None:
+        with self._lock:
+            self._op(op).busy[code] += 1
+
+    def opened(self) -> None:
+        with self._lock:
+            self.connections += 1
+
+    # --- across processes
+
+    def export(self) -> dict[str, Any]:
+        """Raw samples, to merge in another process (see :meth:`merge`)."""
+        with self._lock:
+            return {"connections": self.connections, "ops": {
+                name: {"hold": list(t.hold), "wait": list(t.wait), "statements": dict(t.statements),
+                       "write_transactions": t.write_transactions, "rollbacks": t.rollbacks,
+                       "rows_changed": t.rows_changed, "busy": dict(t.busy)}
+                for name, t in self.ops.items()}}
+
+    def merge(self, exported: dict[str, Any]) -> None:
+        with self._lock:
+            self.connections += int(exported.get("connections", 0))
+            for name, data in exported.get("ops", {}).items():
+                tally = self._op(name)
+                tally.hold.extend(data["hold"])
+                tally.wait.extend(data["wait"])
+                tally.statements.update(data["statements"])
+                tally.write_transactions += data["write_transactions"]
+                tally.rollbacks += data["rollbacks"]
+                tally.rows_changed += data["rows_changed"]
+                tally.busy.update(data.get("busy", {}))
+
+    # --- for the result
+
+    def summary(self) -> dict[str, Any]:
+        """Per operation and in total: hold and wait p50/p95/max (ms), statements, transactions, rows."""
+        with self._lock:
+            ops = {name: _describe(t) for name, t in sorted(self.ops.items())}
+            every = list(self.ops.values())
+            total = _describe(_OpTally(
+                [h for t in every for h in t.hold], [w for t in every for w in t.wait],
+                sum((t.statements for t in every), Counter()), sum(t.write_transactions for t in every),
+                sum(t.rollbacks for t in every), sum(t.rows_changed for t in every),
+                sum((t.busy for t in every), Counter())))
+            return {"connections": self.connections, "total": total, "operations": ops}
+
+
+def _ms(seconds: float) -> float:
+    return round(seconds * 1000, 3)
+
+
+def _spread(samples: list[float]) -> dict[str, float]:
+    return {"p50": _ms(percentile(samples, 0.5)), "p95": _ms(percentile(samples, 0.95)),
+            "max": _ms(max(samples, default=0.0)), "samples": len(samples)}
+
+
+def _describe(tally: _OpTally) -> dict[str, Any]:
+    return {
+        "hold_ms": _spread(tally.hold),
+        "wait_ms": _spread(tally.wait),
+        "statements": dict(sorted(tally.statements.items())),
+        "write_transactions": tally.write_transactions,
+        "rollbacks": tally.rollbacks,
+        "rows_changed": tally.rows_changed,
+        "busy_errors": sum(tally.busy.values()),
+        "busy_codes": dict(sorted(tally.busy.items())),
+    }
+
+
+class _Active:
+    """The instruments of the run in progress in this process (one run at a time per process)."""
+
+    def __init__(self) -> None:
+        self.instruments: Instruments | None = None
+
+
+_active = _Active()
+
+
+def active() -> Instruments | None:
+    return _active.instruments
+
+
+@contextmanager
+def instrumenting(instruments: Instruments | None = None) -> Iterator[Instruments]:
+    """Measure every :class:`ObservedConnection` opened in this process until the block ends."""
+    current = instruments or Instruments()
+    previous, _active.instruments = _active.instruments, current
+    try:
+        yield current
+    finally:
+        _active.instruments = previous
+
+
+class ObservedConnection(sqlite3.Connection):
+    """A ``sqlite3.Connection`` (``factory=``) that times and counts what it runs; see the module doc."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._instruments = _active.instruments
+        self._lock_since: float | None = None  # when this connection got the write lock
+        self._lock_wait = 0.0
+        self._lock_op = "other"
+        if self._instruments is not None:
+            self._instruments.opened()
+
+    def cursor(self, factory: Any = None) -> Any:
+        return super().cursor(factory or ObservedCursor)
+
+    def execute(self, sql: str, parameters: Any = (), /) -> sqlite3.Cursor:
+        return self._observe(sql, lambda: super(ObservedConnection, self).execute(sql, parameters))
+
+    def executemany(self, sql: str, parameters: Any, /) -> sqlite3.Cursor:
+        return self._observe(sql, lambda: super(ObservedConnection, self).executemany(sql, parameters))
+
+    def executescript(self, script: str, /) -> sqlite3.Cursor:
+        return self._observe(script, lambda: super(ObservedConnection, self).executescript(script))
+
+    def commit(self) -> None:
+        self._observe("COMMIT", super().commit, count=self.in_transaction)
+
+    def rollback(self) -> None:
+        self._observe("ROLLBACK", super().rollback, count=self.in_transaction)
+
+    def _observe(self, sql: str, run: Callable[[], _T], *, count: bool = True) -> _T:
+        instruments = self._instruments
+        if instruments is None:
+            return run()
+        words = sql.lstrip()[:40].upper().split()
+        was_in = self.in_transaction
+        changes = self.total_changes
+        started = time.perf_counter()
+        try:
+            result = run()
+        except sqlite3.Error as exc:
+            code = _lock_error_name(exc)
+            if code is not None:
+                instruments.busy(current_operation(), code)
+                # what this connection really waited with, for the fast-busy diagnosis of the caller
+                row = sqlite3.Connection.execute(self, "PRAGMA busy_timeout").fetchone()
+                _thread.busy_timeout_ms = int(row[0]) if row else None
+            raise
+        finally:
+            self._after(instruments, words, was_in, changes, started, time.perf_counter(), count)
+        return result
+
+    def _after(self, instruments: Instruments, words: list[str], was_in: bool, changes: int, started: float,
+               ended: float, count: bool) -> None:
+        op = current_operation()
+        keyword = words[0] if words else ""
+        if count:
+            instruments.statement(op, _KINDS.get(keyword, "other"), self.total_changes - changes)
+        now_in = self.in_transaction
+        takes_lock = keyword in _WRITES or (keyword == "BEGIN" and len(words) > 1
+                                            and words[1] in ("IMMEDIATE", "EXCLUSIVE"))
+        if now_in and self._lock_since is None and takes_lock:
+            # BEGIN IMMEDIATE/EXCLUSIVE returned, or the first write of a (deferred or implicit) transaction
+            self._lock_since, self._lock_wait, self._lock_op = ended, ended - started, op
+        elif not was_in and not now_in and keyword in _WRITES:
+            instruments.wait(op, ended - started)  # an autocommit write: its lock wait and hold are one
+        if was_in and not now_in:
+            rolled_back = keyword == "ROLLBACK"
+            if self._lock_since is not None:
+                instruments.transaction(self._lock_op, ended - self._lock_since, self._lock_wait, rolled_back)
+            elif rolled_back:
+                instruments.transaction(op, None, 0.0, True)
+            self._lock_since = None
+
+
+class ObservedCursor(sqlite3.Cursor):
+    """Cursor statements are observed like the connection's own."""
+
+    def execute(self, sql: str, parameters: Any = (), /) -> ObservedCursor:
+        connection = self.connection
+        if isinstance(connection, ObservedConnection):
+            return connection._observe(sql, lambda: super(ObservedCursor, self).execute(sql, parameters))
+        return super().execute(sql, parameters)
+
+    def executemany(self, sql: str, parameters: Any, /) -> ObservedCursor:
+        connection = self.connection
+        if isinstance(connection, ObservedConnection):
+            return connection._observe(sql, lambda: super(ObservedCursor, self).executemany(sql, parameters))
+        return super().executemany(sql, parameters)

@@ -1,0 +1,150 @@
+"""core.instruments on real SQLite files: hold and wait times, statement counts, busy errors seen at the source."""
+
+from __future__ import annotations
+
+import contextlib
+import sqlite3
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from pytest_quaero.core.instruments import (
+    Instruments,
+    ObservedConnection,
+    instrumenting,
+    last_busy_timeout_ms,
+    operation,
+    percentile,
+)
+
+
+def _open(path: Path, timeout_ms: int = 5000) -> sqlite3.Connection:
+    conn = sqlite3.connect(path, factory=ObservedConnection, isolation_level=None, check_same_thread=False)
+    conn.execute(f"PRAGMA busy_timeout = {timeout_ms}")
+    return conn
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> Path:
+    path = tmp_path / "i.db"
+    conn = sqlite3.connect(path)
+    conn.execute("PRAGMA journal_mode = wal")
+    conn.execute("create table t (x)")
+    conn.close()
+    return path
+
+
+def test_hold_is_the_time_between_getting_the_lock_and_commit(db: Path) -> None:
+    with instrumenting() as instruments:
+        conn = _open(db)
+        with operation("handler"):
+            conn.execute("BEGIN IMMEDIATE")
+            conn.execute("insert into t values (1)")
+            time.sleep(0.05)
+            conn.execute("COMMIT")
+    hold = instruments.summary()["operations"]["handler"]["hold_ms"]
+    assert 50 <= hold["max"] < 500, hold
+    assert instruments.summary()["operations"]["handler"]["write_transactions"] == 1
+
+
+def test_a_blocked_writer_waits_and_does_not_hold(db: Path) -> None:
+    """The second writer's wait is the first one's hold; its own hold stays short."""
+    with instrumenting() as instruments:
+        first, second = _open(db), _open(db)
+        got_lock = threading.Event()
+
+        def hold_lock() -> None:
+            with operation("slow"):
+                first.execute("BEGIN IMMEDIATE")
+                got_lock.set()
+                time.sleep(0.1)
+                first.execute("COMMIT")
+
+        thread = threading.Thread(target=hold_lock)
+        thread.start()
+        got_lock.wait()
+        with operation("blocked"):
+            second.execute("BEGIN IMMEDIATE")
+            second.execute("insert into t values (2)")
+            second.execute("COMMIT")
+        thread.join()
+    summary = instruments.summary()["operations"]
+    assert summary["blocked"]["wait_ms"]["max"] >= 50, summary["blocked"]
+    assert summary["blocked"]["hold_ms"]["max"] < 50, summary["blocked"]
+    assert summary["slow"]["hold_ms"]["max"] >= 100, summary["slow"]
+
+
+def test_a_deferred_transaction_holds_from_its_first_write(db: Path) -> None:
+    with instrumenting() as instruments:
+        conn = _open(db)
+        with operation("deferred"):
+            conn.execute("BEGIN")
+            conn.execute("select * from t")
+            time.sleep(0.05)  # reading: no write lock yet
+            conn.execute("insert into t values (3)")
+            conn.execute("COMMIT")
+    assert instruments.summary()["operations"]["deferred"]["hold_ms"]["max"] < 40
+
+
+def test_statements_rows_and_rollbacks_are_counted(db: Path) -> None:
+    with instrumenting() as instruments:
+        conn = _open(db)
+        with operation("work"):
+            conn.execute("insert into t values (1)")
+            conn.executemany("insert into t values (?)", [(2,), (3,)])
+            conn.cursor().execute("update t set x = x + 1")
+            conn.execute("BEGIN IMMEDIATE")
+            conn.execute("delete from t")
+            conn.rollback()
+            conn.execute("select count(*) from t").fetchone()
+    work = instruments.summary()["operations"]["work"]
+    assert work["statements"] == {"begin": 1, "delete": 1, "insert": 2, "rollback": 1, "select": 1, "update": 1}
+    assert work["rows_changed"] == 1 + 2 + 3 + 3  # the rolled-back delete still changed rows
+    assert work["rollbacks"] == 1
+    assert instruments.connections == 1
+
+
+def test_a_busy_error_the_code_swallows_is_still_counted(db: Path) -> None:
+    """A queue that catches "database is locked" and returns nothing hides it from the retry
+    counters; the connection itself saw it, with the busy_timeout it really had."""
+    with instrumenting() as instruments:
+        holder, victim = _open(db), _open(db, timeout_ms=7)
+        holder.execute("BEGIN IMMEDIATE")
+        with operation("receive"), contextlib.suppress(sqlite3.OperationalError):  # the broken queue's swallow
+            victim.execute("BEGIN IMMEDIATE")
+        holder.execute("ROLLBACK")
+        assert last_busy_timeout_ms() == 7
+    receive = instruments.summary()["operations"]["receive"]
+    assert receive["busy_errors"] == 1
+    assert list(receive["busy_codes"]) in (["SQLITE_BUSY"], ["5"])
+
+
+def test_connections_outside_instrumenting_cost_nothing(db: Path) -> None:
+    conn = _open(db)
+    conn.execute("insert into t values (1)")  # no active instruments: plain sqlite3
+    with instrumenting() as instruments:
+        pass
+    assert instruments.summary()["connections"] == 0
+
+
+def test_export_and_merge_add_up_across_processes(db: Path) -> None:
+    with instrumenting() as one:
+        conn = _open(db)
+        with operation("op"):
+            conn.execute("BEGIN IMMEDIATE")
+            conn.execute("COMMIT")
+    merged = Instruments()
+    merged.merge(one.export())
+    merged.merge(one.export())
+    op = merged.summary()["operations"]["op"]
+    assert op["write_transactions"] == 2 and op["hold_ms"]["samples"] == 2
+    assert merged.connections == 2
+
+
+def test_percentile_is_nearest_rank() -> None:
+    assert percentile([], 0.95) == 0.0
+    assert percentile([5.0], 0.5) == 5.0
+    assert percentile([float(v) for v in range(1, 101)], 0.95) == 95.0
+    assert percentile([float(v) for v in range(1, 101)], 0.5) == 50.0
