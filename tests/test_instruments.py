@@ -148,3 +148,57 @@ def test_percentile_is_nearest_rank() -> None:
     assert percentile([5.0], 0.5) == 5.0
     assert percentile([float(v) for v in range(1, 101)], 0.95) == 95.0
     assert percentile([float(v) for v in range(1, 101)], 0.5) == 50.0
+
+
+# ---------------------------------------------------------------- a whole run, every connection
+
+
+def _light_run(tmp_path: Path, worker_mode: str, handler: object = None) -> dict[str, object]:
+    from pytest_quaero.core.run import run_scenario
+    from pytest_quaero.core.scenarios import Scenario
+    from pytest_quaero.core.settings import Settings
+
+    settings = Settings().replace(source="test", worker_mode=worker_mode, job_time="5ms", stagger="20ms",
+                                  poll_interval="20ms")
+    result = run_scenario(Scenario("tiny", 2, 10, 60.0), settings, run_dir=tmp_path, handler=handler)  # type: ignore[arg-type]
+    assert result.jobs_completed == 20
+    locks: dict[str, object] = result.extra["locks"]
+    return locks
+
+
+@pytest.mark.parametrize("worker_mode", ["thread", "process"])
+def test_a_run_measures_every_connection_in_both_worker_modes(tmp_path: Path, worker_mode: str) -> None:
+    """Workers (in spawned processes too), producers and the monitor: every write transaction is seen."""
+    locks = _light_run(tmp_path, worker_mode)
+    ops = locks["operations"]  # type: ignore[index]
+    # one receive and one delete statement per job; one transaction per child created and per finish
+    assert ops["queue_receive"]["statements"]["update"] >= 20, ops
+    assert ops["queue_delete"]["statements"]["delete"] == 20, ops
+    assert ops["create_child"]["write_transactions"] == 20, ops
+    assert ops["progress_update"]["write_transactions"] == 20, ops
+    assert locks["total"]["hold_ms"]["max"] < 1000  # type: ignore[index]
+
+
+class HoldsTheLockWhileWorking:
+    """The classic regression: a handler that keeps a write transaction open while it works."""
+
+    def __call__(self, job: object, context: object) -> None:
+        from pytest_quaero.core import db
+
+        conn = db.connect(context.db_path, context.settings)  # type: ignore[attr-defined]
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            conn.execute("UPDATE crawl_jobs SET name = name WHERE id = ?", (job.job_id,))  # type: ignore[attr-defined]
+            time.sleep(0.03)  # the work, inside the transaction
+            conn.execute("COMMIT")
+        finally:
+            conn.close()
+
+
+def test_a_handler_holding_the_lock_shows_as_handler_hold_time(tmp_path: Path) -> None:
+    locks = _light_run(tmp_path, "thread", HoldsTheLockWhileWorking())
+    handler = locks["operations"]["handler"]  # type: ignore[index]
+    assert handler["write_transactions"] == 20
+    assert handler["hold_ms"]["p50"] >= 30, handler
+    # the queue's own operations stay short: the measure names who holds the lock
+    assert locks["operations"]["progress_update"]["hold_ms"]["p50"] < 30  # type: ignore[index]

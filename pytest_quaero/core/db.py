@@ -16,6 +16,7 @@ from typing import Any
 
 from pytest_quaero.core import observe
 from pytest_quaero.core.files import SpecialFileError, refuse_special
+from pytest_quaero.core.instruments import ObservedConnection
 from pytest_quaero.core.settings import Settings
 
 __all__ = [
@@ -30,6 +31,11 @@ __all__ = [
     "verify",
     "wal_checkpoint",
 ]
+
+
+#: what every connection is made of: observed (statements, lock hold and wait) unless a benchmark
+#: swaps in the plain class to measure what observing costs (benchmarks/bench_instruments.py)
+CONNECTION_FACTORY: type[sqlite3.Connection] = ObservedConnection
 
 
 class DatabaseError(RuntimeError):
@@ -75,9 +81,11 @@ def connect(
         raise DatabaseError(f"{exc}: a database must be a regular file (or a path that does not exist yet)") from None
     if read_only:
         uri = f"file:{os.fspath(path)}?mode=ro"
-        conn = sqlite3.connect(uri, uri=True, timeout=settings.busy_timeout_ms / 1000, isolation_level=None)
+        conn = sqlite3.connect(uri, uri=True, timeout=settings.busy_timeout_ms / 1000, isolation_level=None,
+                               factory=CONNECTION_FACTORY)
     else:
-        conn = sqlite3.connect(os.fspath(path), timeout=settings.busy_timeout_ms / 1000, isolation_level=None)
+        conn = sqlite3.connect(os.fspath(path), timeout=settings.busy_timeout_ms / 1000, isolation_level=None,
+                               factory=CONNECTION_FACTORY)
     # busy_timeout goes first: every later statement may already meet a lock.
     conn.execute(f"PRAGMA busy_timeout = {int(settings.busy_timeout_ms)}")
     conn.execute(f"PRAGMA synchronous = {settings.synchronous}")

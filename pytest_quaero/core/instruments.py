@@ -32,7 +32,10 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
+
+if TYPE_CHECKING:
+    from typing_extensions import Self  # typing.Self needs Python 3.11
 
 __all__ = [
     "Instruments",
@@ -91,6 +94,19 @@ def _lock_error_name(exc: sqlite3.Error) -> str | None:
     return "SQLITE_LOCKED" if message.startswith(("database table is locked", "database schema is locked")) else None
 
 
+_PARSED: dict[str, tuple[str, ...]] = {}
+
+
+def _words(sql: str) -> tuple[str, ...]:
+    """The first two words of a statement, upper case; cached, as a run repeats a few statements."""
+    words = _PARSED.get(sql)
+    if words is None:
+        words = tuple(sql.lstrip()[:40].upper().split()[:2])
+        if len(_PARSED) < 4096:  # a program that builds SQL text per call must not grow this forever
+            _PARSED[sql] = words
+    return words
+
+
 def percentile(values: list[float], fraction: float) -> float:
     """Nearest-rank percentile (0 for no values)."""
     if not values:
@@ -113,42 +129,66 @@ class _OpTally:
     busy: Counter[str] = field(default_factory=Counter)
 
 
-@dataclass
 class Instruments:
-    """The samples and counts of one run in one process, by operation."""
+    """The samples and counts of one run in one process, by operation.
 
-    ops: dict[str, _OpTally] = field(default_factory=dict)
-    connections: int = 0
-    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    Each thread records into its own shard (no lock on the hot path: a statement costs a
+    few dictionary updates); the shards are added up when the run is summarised.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._local = threading.local()
+        self._shards: list[dict[str, _OpTally]] = []
+        self.connections = 0
 
     def _op(self, name: str) -> _OpTally:
-        tally = self.ops.get(name)
+        shard: dict[str, _OpTally] | None = getattr(self._local, "shard", None)
+        if shard is None:
+            shard = self._local.shard = {}
+            with self._lock:
+                self._shards.append(shard)
+        tally = shard.get(name)
         if tally is None:
-            tally = self.ops[name] = _OpTally()
+            tally = shard[name] = _OpTally()
         return tally
 
-    def statement(self, op: str, kind: str, rows: int) -> None:
+    @property
+    def ops(self) -> dict[str, _OpTally]:
+        """Every shard added up, by operation."""
+        total: dict[str, _OpTally] = {}
         with self._lock:
-            tally = self._op(op)
-            tally.statements[kind] += 1
-            tally.rows_changed += rows
+            shards = list(self._shards)
+        for shard in shards:
+            for name, tally in list(shard.items()):
+                into = total.setdefault(name, _OpTally())
+                into.hold.extend(tally.hold)
+                into.wait.extend(tally.wait)
+                into.statements.update(tally.statements)
+                into.write_transactions += tally.write_transactions
+                into.rollbacks += tally.rollbacks
+                into.rows_changed += tally.rows_changed
+                into.busy.update(tally.busy)
+        return total
+
+    def statement(self, op: str, kind: str, rows: int) -> None:
+        tally = self._op(op)
+        tally.statements[kind] += 1
+        tally.rows_changed += rows
 
     def transaction(self, op: str, hold: float | None, wait: float, rolled_back: bool) -> None:
-        with self._lock:
-            tally = self._op(op)
-            if hold is not None:
-                tally.hold.append(hold)
-                tally.write_transactions += 1
-            tally.wait.append(wait)
-            tally.rollbacks += int(rolled_back)
+        tally = self._op(op)
+        if hold is not None:
+            tally.hold.append(hold)
+            tally.write_transactions += 1
+        tally.wait.append(wait)
+        tally.rollbacks += int(rolled_back)
 
     def wait(self, op: str, seconds: float) -> None:
-        with self._lock:
-            self._op(op).wait.append(seconds)
+        self._op(op).wait.append(seconds)
 
     def busy(self, op: str, code: str) -> None:
-        with self._lock:
-            self._op(op).busy[code] += 1
+        self._op(op).busy[code] += 1
 
     def opened(self) -> None:
         with self._lock:
@@ -158,39 +198,36 @@ class Instruments:
 
     def export(self) -> dict[str, Any]:
         """Raw samples, to merge in another process (see :meth:`merge`)."""
-        with self._lock:
-            return {"connections": self.connections, "ops": {
-                name: {"hold": list(t.hold), "wait": list(t.wait), "statements": dict(t.statements),
-                       "write_transactions": t.write_transactions, "rollbacks": t.rollbacks,
-                       "rows_changed": t.rows_changed, "busy": dict(t.busy)}
-                for name, t in self.ops.items()}}
+        return {"connections": self.connections, "ops": {
+            name: {"hold": t.hold, "wait": t.wait, "statements": dict(t.statements),
+                   "write_transactions": t.write_transactions, "rollbacks": t.rollbacks,
+                   "rows_changed": t.rows_changed, "busy": dict(t.busy)}
+            for name, t in self.ops.items()}}
 
     def merge(self, exported: dict[str, Any]) -> None:
+        """Add another process's :meth:`export` (as a shard of its own)."""
+        shard: dict[str, _OpTally] = {}
+        for name, data in exported.get("ops", {}).items():
+            shard[name] = _OpTally(list(data["hold"]), list(data["wait"]), Counter(data["statements"]),
+                                   data["write_transactions"], data["rollbacks"], data["rows_changed"],
+                                   Counter(data.get("busy", {})))
         with self._lock:
             self.connections += int(exported.get("connections", 0))
-            for name, data in exported.get("ops", {}).items():
-                tally = self._op(name)
-                tally.hold.extend(data["hold"])
-                tally.wait.extend(data["wait"])
-                tally.statements.update(data["statements"])
-                tally.write_transactions += data["write_transactions"]
-                tally.rollbacks += data["rollbacks"]
-                tally.rows_changed += data["rows_changed"]
-                tally.busy.update(data.get("busy", {}))
+            self._shards.append(shard)
 
     # --- for the result
 
     def summary(self) -> dict[str, Any]:
         """Per operation and in total: hold and wait p50/p95/max (ms), statements, transactions, rows."""
-        with self._lock:
-            ops = {name: _describe(t) for name, t in sorted(self.ops.items())}
-            every = list(self.ops.values())
-            total = _describe(_OpTally(
-                [h for t in every for h in t.hold], [w for t in every for w in t.wait],
-                sum((t.statements for t in every), Counter()), sum(t.write_transactions for t in every),
-                sum(t.rollbacks for t in every), sum(t.rows_changed for t in every),
-                sum((t.busy for t in every), Counter())))
-            return {"connections": self.connections, "total": total, "operations": ops}
+        merged = self.ops
+        ops = {name: _describe(t) for name, t in sorted(merged.items())}
+        every = list(merged.values())
+        total = _describe(_OpTally(
+            [h for t in every for h in t.hold], [w for t in every for w in t.wait],
+            sum((t.statements for t in every), Counter()), sum(t.write_transactions for t in every),
+            sum(t.rollbacks for t in every), sum(t.rows_changed for t in every),
+            sum((t.busy for t in every), Counter())))
+        return {"connections": self.connections, "total": total, "operations": ops}
 
 
 def _ms(seconds: float) -> float:
@@ -256,43 +293,43 @@ class ObservedConnection(sqlite3.Connection):
         return super().cursor(factory or ObservedCursor)
 
     def execute(self, sql: str, parameters: Any = (), /) -> sqlite3.Cursor:
-        return self._observe(sql, lambda: super(ObservedConnection, self).execute(sql, parameters))
+        return self._observe(sql, _CONNECTION_EXECUTE, self, sql, parameters)
 
     def executemany(self, sql: str, parameters: Any, /) -> sqlite3.Cursor:
-        return self._observe(sql, lambda: super(ObservedConnection, self).executemany(sql, parameters))
+        return self._observe(sql, _CONNECTION_EXECUTEMANY, self, sql, parameters)
 
     def executescript(self, script: str, /) -> sqlite3.Cursor:
-        return self._observe(script, lambda: super(ObservedConnection, self).executescript(script))
+        return self._observe(script, _CONNECTION_EXECUTESCRIPT, self, script)
 
     def commit(self) -> None:
-        self._observe("COMMIT", super().commit, count=self.in_transaction)
+        self._observe("COMMIT", _CONNECTION_COMMIT, self, count=self.in_transaction)
 
     def rollback(self) -> None:
-        self._observe("ROLLBACK", super().rollback, count=self.in_transaction)
+        self._observe("ROLLBACK", _CONNECTION_ROLLBACK, self, count=self.in_transaction)
 
-    def _observe(self, sql: str, run: Callable[[], _T], *, count: bool = True) -> _T:
+    def _observe(self, sql: str, method: Callable[..., _T], *args: Any, count: bool = True) -> _T:
         instruments = self._instruments
         if instruments is None:
-            return run()
-        words = sql.lstrip()[:40].upper().split()
+            return method(*args)
+        words = _words(sql)
         was_in = self.in_transaction
         changes = self.total_changes
         started = time.perf_counter()
         try:
-            result = run()
+            result = method(*args)
         except sqlite3.Error as exc:
             code = _lock_error_name(exc)
             if code is not None:
                 instruments.busy(current_operation(), code)
                 # what this connection really waited with, for the fast-busy diagnosis of the caller
-                row = sqlite3.Connection.execute(self, "PRAGMA busy_timeout").fetchone()
+                row = _CONNECTION_EXECUTE(self, "PRAGMA busy_timeout").fetchone()
                 _thread.busy_timeout_ms = int(row[0]) if row else None
             raise
         finally:
             self._after(instruments, words, was_in, changes, started, time.perf_counter(), count)
         return result
 
-    def _after(self, instruments: Instruments, words: list[str], was_in: bool, changes: int, started: float,
+    def _after(self, instruments: Instruments, words: tuple[str, ...], was_in: bool, changes: int, started: float,
                ended: float, count: bool) -> None:
         op = current_operation()
         keyword = words[0] if words else ""
@@ -318,14 +355,27 @@ class ObservedConnection(sqlite3.Connection):
 class ObservedCursor(sqlite3.Cursor):
     """Cursor statements are observed like the connection's own."""
 
-    def execute(self, sql: str, parameters: Any = (), /) -> ObservedCursor:
+    def execute(self, sql: str, parameters: Any = (), /) -> Self:
         connection = self.connection
         if isinstance(connection, ObservedConnection):
-            return connection._observe(sql, lambda: super(ObservedCursor, self).execute(sql, parameters))
-        return super().execute(sql, parameters)
+            connection._observe(sql, _CURSOR_EXECUTE, self, sql, parameters)
+        else:
+            _CURSOR_EXECUTE(self, sql, parameters)
+        return self  # sqlite3's Cursor.execute returns the cursor itself
 
-    def executemany(self, sql: str, parameters: Any, /) -> ObservedCursor:
+    def executemany(self, sql: str, parameters: Any, /) -> Self:
         connection = self.connection
         if isinstance(connection, ObservedConnection):
-            return connection._observe(sql, lambda: super(ObservedCursor, self).executemany(sql, parameters))
-        return super().executemany(sql, parameters)
+            connection._observe(sql, _CURSOR_EXECUTEMANY, self, sql, parameters)
+        else:
+            _CURSOR_EXECUTEMANY(self, sql, parameters)
+        return self
+
+
+_CONNECTION_EXECUTE: Callable[..., sqlite3.Cursor] = sqlite3.Connection.execute
+_CONNECTION_EXECUTEMANY: Callable[..., sqlite3.Cursor] = sqlite3.Connection.executemany
+_CONNECTION_EXECUTESCRIPT: Callable[..., sqlite3.Cursor] = sqlite3.Connection.executescript
+_CONNECTION_COMMIT: Callable[..., None] = sqlite3.Connection.commit
+_CONNECTION_ROLLBACK: Callable[..., None] = sqlite3.Connection.rollback
+_CURSOR_EXECUTE: Callable[..., sqlite3.Cursor] = sqlite3.Cursor.execute
+_CURSOR_EXECUTEMANY: Callable[..., sqlite3.Cursor] = sqlite3.Cursor.executemany

@@ -63,6 +63,8 @@ class Tally:
         self.job_errors = 0
         self.errors: list[str] = []
         self.retry_parts: list[dict[str, dict[str, Any]]] = []
+        #: spawned workers' instruments (thread workers measure into the run's own)
+        self.instrument_parts: list[dict[str, Any]] = []
         self.first_received: float | None = None
         #: when the latest job finished (``time.monotonic()``): the timeline's jobs-completed phase
         self.last_done: float | None = None
@@ -109,6 +111,8 @@ class Tally:
                 self.retry_parts.append(event[4])
             elif kind == "busy":
                 self.live_busy += 1
+            elif kind == "instruments":
+                self.instrument_parts.append(event[2])
             elif kind == "error":
                 self.errors.append(f"JobWorker-{index + 1}: {event[2]}")
 

@@ -26,6 +26,7 @@ from typing import Any
 
 from pytest_quaero.core import db, integrity, observe
 from pytest_quaero.core.disturbance import Disturbance, RunContext
+from pytest_quaero.core.instruments import instrumenting
 from pytest_quaero.core.jobs import Handler
 from pytest_quaero.core.log import TemplateFormatter, get_logger, log_excerpts, logger
 from pytest_quaero.core.metrics import RunResult
@@ -134,8 +135,9 @@ def run_scenario(
         python_version=platform.python_version(),
         platform=f"{platform.system()} {platform.release()} {platform.machine()}",
     )
-    # every connection opened while the run lasts (the plugin's, a hook's, a user's) is counted
-    with observe.observing() as connections:
+    # every connection opened while the run lasts (the plugin's, a hook's, a user's) is counted,
+    # and what it does measured: statements, write transactions, lock hold and wait
+    with observe.observing() as connections, instrumenting() as instruments:
         try:
             log.info("Scenario %s: %d parents x %d children = %d jobs, run %s, database %s", scenario.name,
                      scenario.parents, scenario.children, scenario.total_jobs, run_id, db_path)
@@ -212,6 +214,9 @@ def run_scenario(
             # The reports quote real lines of this run; read them while the file is certainly here.
             result.log_excerpts = log_excerpts(log_path)
             result.extra["connections"] = connections.summary()
+            for part in tally.instrument_parts:  # spawned workers measured in their own processes
+                instruments.merge(part)
+            result.extra["locks"] = instruments.summary()
             return result
         finally:
             detach_log()

@@ -13,6 +13,8 @@ processes alike and nothing has to be read back from a worker's memory afterward
   nothing: it is not finished, and its message comes back after the visibility timeout
 * ``("busy", index, code)`` each time SQLite raised a lock error (live progress)
 * ``("error", index, text)`` for a failure outside any job
+* ``("instruments", index, exported)``: a spawned worker's lock and statement samples
+  (:meth:`~pytest_quaero.core.instruments.Instruments.export`), just before it stops
 * ``("stopped", index, monotonic, busy_seconds, retry_counters)``
 
 :func:`process_entry` is the body of a spawned worker process; the same
@@ -33,6 +35,7 @@ from multiprocessing.process import BaseProcess
 from typing import Any
 
 from pytest_quaero.core import db
+from pytest_quaero.core.instruments import Instruments, instrumenting, operation
 from pytest_quaero.core.jobs import Handler, Job, JobContext, JobInterrupted, StopSignal, decode_job
 from pytest_quaero.core.log import TemplateFormatter, WorkerLog, get_logger, logger
 from pytest_quaero.core.queue import Message, Queue
@@ -95,12 +98,13 @@ class WorkerSpec:
 
 def worker_main(
     spec: WorkerSpec, emit: Callable[[Event], None], stop: StopSignal, pool_started: float,
-    cancel: StopSignal | None = None,
+    cancel: StopSignal | None = None, instruments: Instruments | None = None,
 ) -> None:
     """One worker's whole life: wait its stagger, then receive/process/delete until stopped.
 
     ``stop`` ends the loop after the job in progress; ``cancel`` (handed to the handler as
-    ``context.cancel``) cuts that job short too.
+    ``context.cancel``) cuts that job short too. ``instruments`` (a spawned worker's own)
+    travel to the pool just before ``stopped``; in thread mode the run's are shared.
     """
     settings = spec.settings
     log = get_logger(spec.name)
@@ -148,6 +152,8 @@ def worker_main(
         emit(("error", spec.index, f"worker crashed: {type(exc).__name__}: {exc}"))
         raise
     finally:
+        if instruments is not None:
+            emit(("instruments", spec.index, instruments.export()))
         emit(("stopped", spec.index, time.monotonic(), busy_seconds, retrier.snapshot()))
         endpoint.close()
 
@@ -173,7 +179,8 @@ def _run_job(
     log.debug("Processing message %s (attempt %d)", job.job_id, job.attempt)
     try:
         retrier.call("save_job", lambda: store.mark_running(job.job_id), job.job_id)
-        handler(job, context)
+        with operation("handler"):
+            handler(job, context)
     except JobInterrupted:
         log.info("Job %s interrupted by the pool's stop: left unfinished, its message comes back after the "
                  "visibility timeout", job.job_id)
@@ -243,7 +250,8 @@ def process_entry(spec: WorkerSpec, channel: Connection[Any, Any], stop: StopSig
         logger.propagate = False  # a spawned child has no pytest capture to hand lines to
     channel.send(("ready", spec.index))
     pool_started = channel.recv()
-    worker_main(spec, channel.send, stop, pool_started, cancel)
+    with instrumenting() as instruments:
+        worker_main(spec, channel.send, stop, pool_started, cancel, instruments)
 
 
 class _StopOrOrphaned:

@@ -12,7 +12,13 @@ from pytest_quaero.core.baseline import format_table
 from pytest_quaero.core.fixes import comparison_lines
 from pytest_quaero.core.metrics import RunResult
 
-__all__ = ["criteria_table", "gate_summary_lines", "scenario_heading", "write_summary"]
+__all__ = [
+    "criteria_table",
+    "gate_summary_lines",
+    "lock_line",
+    "scenario_heading",
+    "write_summary",
+]
 
 _HEADERS = ("criterion", "measured", "required", "status")
 
@@ -45,10 +51,25 @@ def write_summary(terminalreporter: Any, results: list[RunResult]) -> None:
         terminalreporter.write_line(scenario_heading(result), bold=True, red=not result.passed, green=result.passed)
         for line in criteria_table(result):
             terminalreporter.write_line(line)
+        locks = lock_line(result)
+        if locks:
+            terminalreporter.write_line(locks)
         if result.extra.get("kept"):
             terminalreporter.write_line(f"  database kept: {result.db_path}")
             terminalreporter.write_line(f"  log kept:      {result.log_path}")
             terminalreporter.write_line(f"  inspect with:  sqlite3 {result.db_path}")
+
+
+def lock_line(result: RunResult) -> str:
+    """What the run's connections did with SQLite's write lock, measured on every connection."""
+    locks = result.extra.get("locks")
+    if not locks:
+        return ""
+    total = locks["total"]
+    hold, wait = total["hold_ms"], total["wait_ms"]
+    return (f"  write lock: held p50 {hold['p50']:.2f}ms, p95 {hold['p95']:.2f}ms, max {hold['max']:.2f}ms over "
+            f"{total['write_transactions']} transactions; writers waited p95 {wait['p95']:.2f}ms, max "
+            f"{wait['max']:.2f}ms; {locks['connections']} connections, {sum(total['statements'].values())} statements")
 
 
 def gate_summary_lines(result: RunResult) -> list[str]:
