@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import pickle
 import re
+import shutil
 import sqlite3
 import tempfile
 from collections.abc import Callable, Iterable
@@ -23,6 +24,7 @@ import pytest
 
 from pytest_quaero.core import db
 from pytest_quaero.core.criteria import CRITERIA, Criterion, Thresholds, Verdict
+from pytest_quaero.core.instruments import forget_last_busy, instrumenting, last_failure
 from pytest_quaero.core.metrics import RunResult
 from pytest_quaero.core.pool import Endpoint, EndpointFactory, Handler, Job, JobContext, open_endpoint
 from pytest_quaero.core.protocols import ProtocolError, check_queue, check_store
@@ -181,16 +183,33 @@ class Extensions:
         # clear error here, not a worker that dies on its first job.
         if settings.worker_mode == "process":
             pickle.dumps(factory)
-        with tempfile.TemporaryDirectory(prefix="quaero-preflight-") as scratch:
-            path = os.path.join(scratch, "preflight.db")
-            db.prepare(path, settings)
-            conn = db.connect(path, settings)
-            try:
-                queue_schema(conn)
-                store_schema(conn)
-            finally:
-                conn.close()
-            factory(path, settings).close()
+        scratch = tempfile.mkdtemp(prefix="quaero-preflight-")
+        path = os.path.join(scratch, "preflight.db")
+        forget_last_busy()
+        try:
+            with instrumenting():  # observed, so a failing statement can be named with its pragmas
+                db.prepare(path, settings)
+                conn = db.connect(path, settings)
+                try:
+                    queue_schema(conn)
+                    store_schema(conn)
+                finally:
+                    conn.close()
+                factory(path, settings).close()
+        except sqlite3.Error as exc:
+            # one sentence, not a traceback per criterion item; the scratch database stays for a look
+            where = last_failure()
+            pytest.fail(
+                f"{self.where}: the queue/store contract check on a scratch database failed: "
+                f"{type(exc).__name__}: {exc}" + (f", running {where}" if where else "")
+                + f"; database kept: {path}. A lock error here means the queue or store waits on a connection "
+                "of its own (or runs with busy_timeout=0); a schema error, that its tables do not fit the file.",
+                pytrace=False,
+            )
+        except BaseException:
+            shutil.rmtree(scratch, ignore_errors=True)
+            raise
+        shutil.rmtree(scratch, ignore_errors=True)
 
     def criteria(self, scenario: Scenario) -> list[Criterion]:
         """The extra criteria declared for ``scenario`` at collection: one item each."""

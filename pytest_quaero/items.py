@@ -102,6 +102,8 @@ class ScenarioNode(pytest.Collector):
             self.problem = f"{self.name} could not run: {exc}{self._kept_database()}"
         except (sqlite3.Error, OSError) as exc:  # the database or its folder failed under the run
             self.problem = f"{self.name} could not run: {type(exc).__name__}: {exc}{self._kept_database()}"
+        except pytest.fail.Exception as exc:  # a hook's contract check already said it in one sentence
+            self.problem = str(exc.msg)
         # Not raised here: pytest would repeat a setup error on every criterion item. The first
         # item to run reports it (CriterionItem.setup), the others are skipped as not measured.
 

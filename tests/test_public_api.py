@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 # Imported before pytester's first in-process run, so the runs reuse them (see test_plugin.py).
@@ -71,3 +73,35 @@ def test_everything_but_html_works_without_pytest_html(pytester: pytest.Pytester
     assert (pytester.path / "r.md").read_text().startswith("#")
     assert '"schema_version"' in (pytester.path / "r.json").read_text()
     assert "--html" not in pytester.runpytest_subprocess("-p", "no:html", "--help").stdout.str()
+
+
+def test_a_lock_error_in_the_contract_check_is_one_sentence_naming_the_statement(pytester: pytest.Pytester) -> None:
+    """A store that keeps a write transaction open on the shared connection, and a queue on a connection
+    of its own: the queue's first write meets the store's lock while the plugin checks the pair."""
+    pytester.makeconftest(
+        """
+        from pytest_quaero import JobStore, Queue, connect
+
+        def pytest_quaero_make_store(settings, db_path, connection):
+            conn = connection()
+            conn.execute("BEGIN IMMEDIATE")  # never committed: the lock stays with this connection
+            return JobStore(conn)
+
+        def pytest_quaero_make_queue(settings, db_path):
+            conn = connect(db_path, settings)
+            conn.execute("BEGIN IMMEDIATE")
+            return Queue(conn, settings.queue_name)
+        """
+    )
+    result = pytester.runpytest(*BASE, *FAST, "--quaero-scenario=light", "--quaero-busy-timeout=50ms")
+    out = result.stdout.str()
+    assert result.ret == pytest.ExitCode.TESTS_FAILED, out
+    assert "Traceback" not in out and "raise " not in out
+    line = next(line for line in result.outlines if "contract check on a scratch database failed" in line)
+    assert "OperationalError: database is locked" in line
+    assert "running 'BEGIN IMMEDIATE' on a connection with busy_timeout=50, journal_mode=wal" in line
+    kept = line.split("database kept: ")[1].split(". ")[0]
+    assert Path(kept).is_file()
+    # said once, on one item; the scenario's other items are skipped as not measured
+    assert sum("contract check on a scratch database failed" in line for line in result.outlines) == 1
+    result.assert_outcomes(errors=1, skipped=7)

@@ -45,6 +45,7 @@ __all__ = [
     "forget_last_busy",
     "instrumenting",
     "last_busy_timeout_ms",
+    "last_failure",
     "operation",
     "percentile",
 ]
@@ -73,8 +74,15 @@ def current_operation() -> str:
 
 
 def forget_last_busy() -> None:
-    """Start an operation with no lock error on record in this thread."""
+    """Start an operation with no lock error (nor failed statement) on record in this thread."""
     _thread.busy_timeout_ms = None
+    _thread.last_failure = None
+
+
+def last_failure() -> str | None:
+    """The last statement that raised in this thread on an observed connection, with its pragmas."""
+    value: str | None = getattr(_thread, "last_failure", None)
+    return value
 
 
 def last_busy_timeout_ms() -> int | None:
@@ -324,10 +332,23 @@ class ObservedConnection(sqlite3.Connection):
                 # what this connection really waited with, for the fast-busy diagnosis of the caller
                 row = _CONNECTION_EXECUTE(self, "PRAGMA busy_timeout").fetchone()
                 _thread.busy_timeout_ms = int(row[0]) if row else None
+            _thread.last_failure = self._describe_failure(sql)
             raise
         finally:
             self._after(instruments, words, was_in, changes, started, time.perf_counter(), count)
         return result
+
+    def _describe_failure(self, sql: str) -> str:
+        """The statement that failed and the pragmas its connection ran with, for an error message."""
+        statement = " ".join(sql.split())
+        statement = statement if len(statement) <= 120 else statement[:117] + "..."
+        try:
+            pragmas = ", ".join(
+                f"{name}={_CONNECTION_EXECUTE(self, f'PRAGMA {name}').fetchone()[0]}"
+                for name in ("busy_timeout", "journal_mode", "synchronous"))
+        except sqlite3.Error:
+            pragmas = "pragmas unreadable"
+        return f"{statement!r} on a connection with {pragmas}"
 
     def _after(self, instruments: Instruments, words: tuple[str, ...], was_in: bool, changes: int, started: float,
                ended: float, count: bool) -> None:
