@@ -202,3 +202,56 @@ def test_a_handler_holding_the_lock_shows_as_handler_hold_time(tmp_path: Path) -
     assert handler["hold_ms"]["p50"] >= 30, handler
     # the queue's own operations stay short: the measure names who holds the lock
     assert locks["operations"]["progress_update"]["hold_ms"]["p50"] < 30  # type: ignore[index]
+
+
+class SwallowingQueue:
+    """A broken queue: its receive catches "database is locked" and returns nothing, so the worker
+    just polls again and the retry counters never see the error. The first receive meets a real
+    lock (another connection holds BEGIN IMMEDIATE, this one waits 0 ms)."""
+
+    def __init__(self, inner: object, db_path: str, settings: object) -> None:
+        from pytest_quaero.core import db
+
+        self.inner = inner
+        self.conn = db.connect(db_path, settings)  # type: ignore[arg-type]
+        self.holder = db.connect(db_path, settings)  # type: ignore[arg-type]
+        self.conn.execute("PRAGMA busy_timeout = 0")
+        self.tripped = False
+
+    def receive(self) -> object:
+        if not self.tripped:
+            self.tripped = True
+            self.holder.execute("BEGIN IMMEDIATE")
+            try:
+                self.conn.execute("BEGIN IMMEDIATE")
+            except sqlite3.OperationalError:
+                return None  # the bug: the busy error is swallowed
+            finally:
+                self.holder.execute("ROLLBACK")
+        return self.inner.receive()  # type: ignore[attr-defined]
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.inner, name)
+
+
+def test_a_busy_error_the_queue_swallows_fails_the_busy_criterion(tmp_path: Path) -> None:
+    from pytest_quaero.core.criteria import evaluate, thresholds_for
+    from pytest_quaero.core.run import run_scenario
+    from pytest_quaero.core.scenarios import Scenario
+    from pytest_quaero.core.settings import Settings
+    from pytest_quaero.core.worker import Endpoint, open_endpoint
+
+    def endpoint(db_path: str, settings: Settings) -> Endpoint:
+        inner = open_endpoint(db_path, settings)
+        queue = SwallowingQueue(inner.queue, db_path, settings)
+        return Endpoint(queue=queue, store=inner.store, close=inner.close)
+
+    settings = Settings().replace(source="test", workers=1, job_time="1ms", poll_interval="10ms")
+    scenario = Scenario("tiny", 1, 5, 60.0)
+    result = run_scenario(scenario, settings, run_dir=tmp_path, endpoint_factory=endpoint)
+    assert result.jobs_completed == 5  # the queue still drains: only the lock error was hidden
+    assert result.retry_totals.busy_events == 0  # the retries never saw it
+    assert result.extra["hidden_busy"] == {"total": 1, "operations": {"queue_receive": 1}}
+    verdict = next(v for v in evaluate(result, thresholds_for(scenario, {}, {})) if v.criterion == "sqlite_busy_errors")
+    assert not verdict.passed and verdict.measured == "1"
+    assert "caught by the code under test itself" in verdict.detail and "queue_receive x1" in verdict.detail

@@ -168,14 +168,20 @@ def _execution_time(r: RunResult, t: Thresholds) -> Verdict:
 
 def _busy(r: RunResult, t: Thresholds) -> Verdict:
     totals = r.retry_totals
-    detail = ""
+    details = []
     if totals.busy_events:
         codes = ", ".join(f"{code} x{n}" for code, n in sorted(totals.codes.items()))
-        detail = (f"{codes}; {totals.successful_retries} absorbed by retries, {totals.exhausted} escaped; "
-                  f"{totals.fast_busy} failed well before busy_timeout (a lock-upgrade or snapshot bug, "
-                  "not contention)")
-    return Verdict("sqlite_busy_errors", "SQLITE_BUSY Errors", str(totals.busy_events), f"<= {t.max_busy_errors}"
-                   if t.max_busy_errors else "= 0", totals.busy_events <= t.max_busy_errors, totals.busy_events, detail)
+        details.append(f"{codes}; {totals.successful_retries} absorbed by retries, {totals.exhausted} escaped; "
+                       f"{totals.fast_busy} failed well before busy_timeout (a lock-upgrade or snapshot bug, "
+                       "not contention)")
+    hidden = r.extra.get("hidden_busy", {}).get("operations", {})
+    if hidden:
+        where = ", ".join(f"{op} x{n}" for op, n in sorted(hidden.items()))
+        details.append(f"{r.hidden_busy_errors} caught by the code under test itself (seen on its connections, "
+                       f"never retried or counted: {where})")
+    busy = r.busy_errors
+    return Verdict("sqlite_busy_errors", "SQLITE_BUSY Errors", str(busy), f"<= {t.max_busy_errors}"
+                   if t.max_busy_errors else "= 0", busy <= t.max_busy_errors, busy, "; ".join(details))
 
 
 def _deletion(r: RunResult, t: Thresholds) -> Verdict:

@@ -38,11 +38,13 @@ if TYPE_CHECKING:
     from typing_extensions import Self  # typing.Self needs Python 3.11
 
 __all__ = [
+    "HARNESS_OPERATION",
     "Instruments",
     "ObservedConnection",
     "active",
     "current_operation",
     "forget_last_busy",
+    "hidden_busy",
     "instrumenting",
     "last_busy_timeout_ms",
     "last_failure",
@@ -53,6 +55,9 @@ __all__ = [
 _WRITES = frozenset({"INSERT", "UPDATE", "DELETE", "REPLACE"})
 _KINDS = {"SELECT": "select", "INSERT": "insert", "UPDATE": "update", "DELETE": "delete", "REPLACE": "insert",
           "BEGIN": "begin", "COMMIT": "commit", "END": "commit", "ROLLBACK": "rollback", "WITH": "select"}
+
+#: the operation of the harness's own thread (preparing, watching, checking): never the code under test
+HARNESS_OPERATION = "harness"
 
 _thread = threading.local()
 _T = TypeVar("_T")
@@ -113,6 +118,24 @@ def _words(sql: str) -> tuple[str, ...]:
         if len(_PARSED) < 4096:  # a program that builds SQL text per call must not grow this forever
             _PARSED[sql] = words
     return words
+
+
+def hidden_busy(locks: dict[str, Any], retry: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """Lock errors SQLite raised to the code under test that the retry counters never saw.
+
+    Per operation: what the connections saw minus what reached the retry wrapper. A queue
+    that catches "database is locked" and returns nothing, a library's own retry loop, a
+    handler that swallows the error: each shows up here. The harness's own thread is left out.
+    """
+    hidden: dict[str, int] = {}
+    for op, data in locks.get("operations", {}).items():
+        if op == HARNESS_OPERATION:
+            continue
+        seen = int(data.get("busy_errors", 0))
+        counted = int(retry.get(op, {}).get("busy_events", 0))
+        if seen > counted:
+            hidden[op] = seen - counted
+    return {"total": sum(hidden.values()), "operations": hidden}
 
 
 def percentile(values: list[float], fraction: float) -> float:

@@ -120,8 +120,14 @@ class RunResult:
 
     @property
     def busy_errors(self) -> int:
-        """Every SQLITE_BUSY/LOCKED SQLite raised to the application, retried or not."""
-        return self.retry_totals.busy_events
+        """Every SQLITE_BUSY/LOCKED SQLite raised to the application, retried or not, and those the
+        code under test caught itself (seen on its connections, never reaching the retries)."""
+        return self.retry_totals.busy_events + self.hidden_busy_errors
+
+    @property
+    def hidden_busy_errors(self) -> int:
+        """Lock errors the code under test swallowed (``extra["hidden_busy"]``, measured by the run)."""
+        return int(self.extra.get("hidden_busy", {}).get("total", 0))
 
     @property
     def escaped_busy_errors(self) -> int:

@@ -26,7 +26,7 @@ from typing import Any
 
 from pytest_quaero.core import db, integrity, observe
 from pytest_quaero.core.disturbance import Disturbance, RunContext
-from pytest_quaero.core.instruments import instrumenting
+from pytest_quaero.core.instruments import HARNESS_OPERATION, hidden_busy, instrumenting, operation
 from pytest_quaero.core.jobs import Handler
 from pytest_quaero.core.log import TemplateFormatter, get_logger, log_excerpts, logger
 from pytest_quaero.core.metrics import RunResult
@@ -137,7 +137,8 @@ def run_scenario(
     )
     # every connection opened while the run lasts (the plugin's, a hook's, a user's) is counted,
     # and what it does measured: statements, write transactions, lock hold and wait
-    with observe.observing() as connections, instrumenting() as instruments:
+    # (this thread only runs the harness: preparing, watching, checking; never the code under test)
+    with observe.observing() as connections, instrumenting() as instruments, operation(HARNESS_OPERATION):
         try:
             log.info("Scenario %s: %d parents x %d children = %d jobs, run %s, database %s", scenario.name,
                      scenario.parents, scenario.children, scenario.total_jobs, run_id, db_path)
@@ -202,6 +203,11 @@ def run_scenario(
                 if watched is not None:
                     watched.close()
             _record(result, tally, producers, checks)
+            result.extra["connections"] = connections.summary()
+            for part in tally.instrument_parts:  # spawned workers measured in their own processes
+                instruments.merge(part)
+            result.extra["locks"] = instruments.summary()
+            result.extra["hidden_busy"] = hidden_busy(result.extra["locks"], result.retry)
             for disturbance in started:
                 disturbance.record(result)
             timeline.sort(key=lambda entry: entry["offset"])
@@ -213,10 +219,6 @@ def run_scenario(
                      result.throughput, result.busy_errors)
             # The reports quote real lines of this run; read them while the file is certainly here.
             result.log_excerpts = log_excerpts(log_path)
-            result.extra["connections"] = connections.summary()
-            for part in tally.instrument_parts:  # spawned workers measured in their own processes
-                instruments.merge(part)
-            result.extra["locks"] = instruments.summary()
             return result
         finally:
             detach_log()
