@@ -96,3 +96,10 @@ def test_a_lock_holding_writer_is_felt_by_a_pool_without_busy_timeout(tmp_path: 
                           sample_interval=0.05, disturbances=[ContentionLoad.from_spec("writer:hold=40ms,every=80ms")])
     assert result.busy_errors > 0
     assert result.extra["contention"]["loads"][0]["busy_errors"] == 0  # the load itself waits patiently
+
+
+def test_counts_are_ascii_digits_only() -> None:
+    """``\\d`` and int() also take Arabic-Indic and fullwidth digits; a count here must not."""
+    for spec in ("burst:producers=\N{ARABIC-INDIC DIGIT FIVE}", "burst:producers=\N{FULLWIDTH DIGIT FIVE}"):
+        with pytest.raises(ContentionError, match="allowed: a whole number >= 1"):
+            parse_contention(spec)

@@ -103,7 +103,7 @@ def parse_contention(text: str, *, option: str = "--quaero-contention") -> list[
                 if kind_of == "d":
                     params[key] = parse_duration(value)
                 else:
-                    if not re.fullmatch(r"\d+", value) or int(value) < 1:
+                    if not re.fullmatch(r"[0-9]+", value) or int(value) < 1:
                         raise ValueError(value)
                     params[key] = int(value)
             except ValueError:
