@@ -12,12 +12,12 @@ import pytest
 
 from pytest_quaero.core.instruments import (
     Instruments,
-    ObservedConnection,
     instrumenting,
     last_busy_timeout_ms,
     operation,
     percentile,
 )
+from pytest_quaero.core.observed import ObservedConnection
 
 
 def _open(path: Path, timeout_ms: int = 5000) -> sqlite3.Connection:
@@ -125,8 +125,10 @@ def test_connections_outside_instrumenting_cost_nothing(db: Path) -> None:
     conn = _open(db)
     conn.execute("insert into t values (1)")  # no active instruments: plain sqlite3
     with instrumenting() as instruments:
-        pass
+        # a connection reports to the instruments of the run it was opened in, never a later one
+        conn.execute("insert into t values (2)")
     assert instruments.summary()["connections"] == 0
+    assert instruments.summary()["total"]["statements"] == {}
 
 
 def test_export_and_merge_add_up_across_processes(db: Path) -> None:

@@ -52,15 +52,15 @@ def test_a_handler_connection_from_connect_is_observed_by_the_run(pytester: pyte
 
 def test_connections_outside_a_run_are_not_counted(tmp_path: object) -> None:
     from pytest_quaero import Settings, connect
-    from pytest_quaero.core import observe
+    from pytest_quaero.core.instruments import instrumenting
 
-    with observe.observing() as log:
+    with instrumenting() as instruments:
         conn = connect(str(tmp_path) + "/x.db", Settings())
         conn.close()
     conn = connect(str(tmp_path) + "/y.db", Settings())
     conn.close()
-    assert log.summary()["opened"] == 1
-    assert log.summary()["by_origin"] == {"user": 1}
+    assert instruments.connection_summary()["opened"] == 1
+    assert instruments.connection_summary()["by_origin"] == {"user": 1}
 
 
 def test_everything_but_html_works_without_pytest_html(pytester: pytest.Pytester) -> None:

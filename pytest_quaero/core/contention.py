@@ -42,7 +42,6 @@ from __future__ import annotations
 import contextlib
 import multiprocessing
 import os
-import re
 import sqlite3
 import threading
 import time
@@ -55,7 +54,7 @@ from typing import Any
 
 from pytest_quaero.core import db
 from pytest_quaero.core.disturbance import RunContext, split_spec
-from pytest_quaero.core.fields import parse_duration
+from pytest_quaero.core.fields import parse_duration, parse_whole
 from pytest_quaero.core.metrics import RunResult
 from pytest_quaero.core.retry import classify
 from pytest_quaero.core.settings import Settings
@@ -103,9 +102,9 @@ def parse_contention(text: str, *, option: str = "--quaero-contention") -> list[
                 if kind_of == "d":
                     params[key] = parse_duration(value)
                 else:
-                    if not re.fullmatch(r"[0-9]+", value) or int(value) < 1:
+                    params[key] = parse_whole(value)
+                    if params[key] < 1:
                         raise ValueError(value)
-                    params[key] = int(value)
             except ValueError:
                 allowed = "a duration such as 200ms or 1s" if kind_of == "d" else "a whole number >= 1"
                 raise ContentionError(f"{where}: invalid {key}={value!r}; allowed: {allowed}") from None

@@ -14,9 +14,8 @@ import sqlite3
 from dataclasses import dataclass
 from typing import Any
 
-from pytest_quaero.core import observe
 from pytest_quaero.core.files import SpecialFileError, refuse_special
-from pytest_quaero.core.instruments import ObservedConnection
+from pytest_quaero.core.observed import SYNCHRONOUS_NAMES, ObservedConnection
 from pytest_quaero.core.settings import Settings
 
 __all__ = [
@@ -62,7 +61,6 @@ class Pragmas:
         }
 
 
-_SYNCHRONOUS_NAMES = {0: "OFF", 1: "NORMAL", 2: "FULL", 3: "EXTRA"}
 
 
 def connect(
@@ -90,10 +88,9 @@ def connect(
     conn.execute(f"PRAGMA busy_timeout = {int(settings.busy_timeout_ms)}")
     conn.execute(f"PRAGMA synchronous = {settings.synchronous}")
     conn.execute(f"PRAGMA cache_size = {-int(settings.cache_size_mb) * 1024}")
-    if observe.is_observing():
+    if isinstance(conn, ObservedConnection) and conn.instruments is not None:
         # read back, not taken from the settings: the run reports what the connection really runs with
-        pragmas = read_pragmas(conn)
-        observe.record(origin, pragmas.busy_timeout_ms, pragmas.journal_mode, pragmas.synchronous)
+        conn.instruments.configured(origin, conn.configuration())
     return conn
 
 
@@ -144,7 +141,7 @@ def read_pragmas(conn: sqlite3.Connection) -> Pragmas:
     return Pragmas(
         journal_mode=str(conn.execute("PRAGMA journal_mode").fetchone()[0]).lower(),
         busy_timeout_ms=int(conn.execute("PRAGMA busy_timeout").fetchone()[0]),
-        synchronous=_SYNCHRONOUS_NAMES.get(int(conn.execute("PRAGMA synchronous").fetchone()[0]), "?"),
+        synchronous=SYNCHRONOUS_NAMES.get(int(conn.execute("PRAGMA synchronous").fetchone()[0]), "?"),
         cache_size_kib=-int(conn.execute("PRAGMA cache_size").fetchone()[0]),
         sqlite_version=sqlite3.sqlite_version,
     )

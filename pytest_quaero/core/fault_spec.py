@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from pytest_quaero.core.disturbance import split_spec
-from pytest_quaero.core.fields import format_duration, parse_duration
+from pytest_quaero.core.fields import format_duration, parse_duration, parse_whole
 from pytest_quaero.core.scenarios import Scenario
 from pytest_quaero.core.settings import Settings
 
@@ -85,9 +85,9 @@ def parse_faults(text: str, *, option: str = "--quaero-faults") -> list[FaultSpe
                         raise ValueError(value)
                     params[key] = (float(match[1]), bool(match[2]))
                 else:  # parent
-                    if not re.fullmatch(r"[0-9]+", str(value)) or int(value) < 1:
+                    params[key] = parse_whole(str(value))
+                    if params[key] < 1:
                         raise ValueError(value)
-                    params[key] = int(value)
             except ValueError:
                 allowed = {"at": "a duration such as 2s", "hold": "a duration > 0 such as 30s",
                            "after": "a number of jobs (10) or a percentage (25%)",

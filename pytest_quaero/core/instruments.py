@@ -1,46 +1,29 @@
-"""What every SQLite connection of a run does: statements, write transactions, lock hold and wait.
+"""What a run's connections did, by operation: statements, write transactions, lock hold and wait.
 
-Connections opened through :func:`pytest_quaero.core.db.connect` (and, during a run,
-through ``sqlite3.connect`` itself) are :class:`ObservedConnection` objects. Each
-statement is timed and classified, and the connection's own ``in_transaction`` and
-``total_changes`` say what it did to the database, whatever code issued it:
-
-* a **write transaction** holds SQLite's write lock from ``BEGIN IMMEDIATE``/``EXCLUSIVE``
-  returning (or from the first write of a deferred transaction) until it ends; that span
-  is its **hold** time. The time ``BEGIN IMMEDIATE`` (or that first write) took is the
-  **writer wait**: the lock was not free before it returned;
-* a write in autocommit mode (one statement, e.g. goqite's ``UPDATE ... RETURNING``
-  receive) holds the lock only while SQLite executes it, which cannot be told apart from
-  the wait from outside: its whole duration counts as writer wait, never as hold, so
-  contention can never look like a lock held too long;
-* statements are counted by kind (select, insert, update, delete, begin, commit, other),
-  rows changed from ``total_changes``, rollbacks whichever way they happen.
-
-Everything is filed under the operation the thread is doing (:func:`operation`, set by
-the retry wrapper and the worker: ``receive``, ``queue_delete``, ``handler``, ...).
-The samples are per process; a spawned worker sends its :meth:`Instruments.export` to
-the pool, which merges it.
+:class:`~pytest_quaero.core.observed.ObservedConnection` (every connection
+:func:`pytest_quaero.core.db.connect` opens) reports here. Everything is filed under
+the operation the thread is doing (:func:`operation`, set by the retry wrapper and the
+worker: ``queue_receive``, ``queue_delete``, ``handler``, ...; the harness's own thread
+is ``harness``). The samples are per process; a spawned worker sends its
+:meth:`Instruments.export` to the pool, which merges it.
 """
 
 from __future__ import annotations
 
 import math
-import sqlite3
 import threading
-import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from typing_extensions import Self  # typing.Self needs Python 3.11
+    pass  # typing.Self needs Python 3.11
 
 __all__ = [
     "HARNESS_OPERATION",
     "Instruments",
-    "ObservedConnection",
     "active",
     "current_operation",
     "forget_last_busy",
@@ -48,19 +31,15 @@ __all__ = [
     "instrumenting",
     "last_busy_timeout_ms",
     "last_failure",
+    "note_failure",
+    "note_lock_error",
     "operation",
     "percentile",
 ]
 
-_WRITES = frozenset({"INSERT", "UPDATE", "DELETE", "REPLACE"})
-_KINDS = {"SELECT": "select", "INSERT": "insert", "UPDATE": "update", "DELETE": "delete", "REPLACE": "insert",
-          "BEGIN": "begin", "COMMIT": "commit", "END": "commit", "ROLLBACK": "rollback", "WITH": "select"}
-
-#: the operation of the harness's own thread (preparing, watching, checking): never the code under test
 HARNESS_OPERATION = "harness"
 
 _thread = threading.local()
-_T = TypeVar("_T")
 
 
 @contextmanager
@@ -84,6 +63,16 @@ def forget_last_busy() -> None:
     _thread.last_failure = None
 
 
+def note_lock_error(busy_timeout_ms: int | None) -> None:
+    """This thread's statement just met a lock, on a connection with this busy_timeout."""
+    _thread.busy_timeout_ms = busy_timeout_ms
+
+
+def note_failure(description: str) -> None:
+    """This thread's statement just failed: which statement, on a connection with which pragmas."""
+    _thread.last_failure = description
+
+
 def last_failure() -> str | None:
     """The last statement that raised in this thread on an observed connection, with its pragmas."""
     value: str | None = getattr(_thread, "last_failure", None)
@@ -94,30 +83,6 @@ def last_busy_timeout_ms() -> int | None:
     """The busy_timeout (read back) of the connection that raised this thread's last lock error."""
     value: int | None = getattr(_thread, "busy_timeout_ms", None)
     return value
-
-
-def _lock_error_name(exc: sqlite3.Error) -> str | None:
-    # SQLITE_BUSY (5) and SQLITE_LOCKED (6) with their extended codes; the message on Python 3.10
-    code = getattr(exc, "sqlite_errorcode", None)
-    if code is not None:
-        return str(getattr(exc, "sqlite_errorname", code)) if code & 0xFF in (5, 6) else None
-    message = str(exc).lower()
-    if message.startswith("database is locked"):
-        return "SQLITE_BUSY"
-    return "SQLITE_LOCKED" if message.startswith(("database table is locked", "database schema is locked")) else None
-
-
-_PARSED: dict[str, tuple[str, ...]] = {}
-
-
-def _words(sql: str) -> tuple[str, ...]:
-    """The first two words of a statement, upper case; cached, as a run repeats a few statements."""
-    words = _PARSED.get(sql)
-    if words is None:
-        words = tuple(sql.lstrip()[:40].upper().split()[:2])
-        if len(_PARSED) < 4096:  # a program that builds SQL text per call must not grow this forever
-            _PARSED[sql] = words
-    return words
 
 
 def hidden_busy(locks: dict[str, Any], retry: dict[str, dict[str, Any]]) -> dict[str, Any]:
@@ -172,6 +137,8 @@ class Instruments:
         self._local = threading.local()
         self._shards: list[dict[str, _OpTally]] = []
         self.connections = 0
+        #: (origin, busy_timeout_ms, journal_mode, synchronous) -> connections opened so
+        self.configurations: Counter[tuple[str, int, str, str]] = Counter()
 
     def _op(self, name: str) -> _OpTally:
         shard: dict[str, _OpTally] | None = getattr(self._local, "shard", None)
@@ -225,11 +192,38 @@ class Instruments:
         with self._lock:
             self.connections += 1
 
+    def configured(self, origin: str, configuration: tuple[int, str, str]) -> None:
+        """A connection of ``origin`` (plugin, setup, user) runs with these pragmas, read back from it."""
+        with self._lock:
+            timeout, journal, synchronous = configuration
+            self.configurations[(origin, timeout, journal, synchronous)] += 1
+
+    def connection_summary(self) -> dict[str, Any]:
+        """How many connections, from where, with which pragmas (each distinct configuration once)."""
+        with self._lock:
+            configurations = dict(self.configurations)
+            opened = self.connections
+        by_origin: Counter[str] = Counter()
+        grouped: dict[tuple[int, str, str], Counter[str]] = {}
+        for (origin, timeout, journal, synchronous), count in configurations.items():
+            by_origin[origin] += count
+            grouped.setdefault((timeout, journal, synchronous), Counter())[origin] += count
+        return {
+            "opened": opened,
+            "by_origin": dict(by_origin),
+            "configurations": [
+                {"busy_timeout_ms": timeout, "journal_mode": journal, "synchronous": synchronous,
+                 "connections": sum(origins.values()), "origins": dict(origins)}
+                for (timeout, journal, synchronous), origins in sorted(grouped.items())
+            ],
+        }
+
     # --- across processes
 
     def export(self) -> dict[str, Any]:
         """Raw samples, to merge in another process (see :meth:`merge`)."""
-        return {"connections": self.connections, "ops": {
+        return {"connections": self.connections,
+                "configurations": [[*key, count] for key, count in self.configurations.items()], "ops": {
             name: {"hold": t.hold, "wait": t.wait, "statements": dict(t.statements),
                    "write_transactions": t.write_transactions, "rollbacks": t.rollbacks,
                    "rows_changed": t.rows_changed, "busy": dict(t.busy)}
@@ -244,6 +238,8 @@ class Instruments:
                                    Counter(data.get("busy", {})))
         with self._lock:
             self.connections += int(exported.get("connections", 0))
+            for *key, count in exported.get("configurations", []):
+                self.configurations[(str(key[0]), int(key[1]), str(key[2]), str(key[3]))] += int(count)
             self._shards.append(shard)
 
     # --- for the result
@@ -308,118 +304,3 @@ def instrumenting(instruments: Instruments | None = None) -> Iterator[Instrument
         _active.instruments = previous
 
 
-class ObservedConnection(sqlite3.Connection):
-    """A ``sqlite3.Connection`` (``factory=``) that times and counts what it runs; see the module doc."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._instruments = _active.instruments
-        self._lock_since: float | None = None  # when this connection got the write lock
-        self._lock_wait = 0.0
-        self._lock_op = "other"
-        if self._instruments is not None:
-            self._instruments.opened()
-
-    def cursor(self, factory: Any = None) -> Any:
-        return super().cursor(factory or ObservedCursor)
-
-    def execute(self, sql: str, parameters: Any = (), /) -> sqlite3.Cursor:
-        return self._observe(sql, _CONNECTION_EXECUTE, self, sql, parameters)
-
-    def executemany(self, sql: str, parameters: Any, /) -> sqlite3.Cursor:
-        return self._observe(sql, _CONNECTION_EXECUTEMANY, self, sql, parameters)
-
-    def executescript(self, script: str, /) -> sqlite3.Cursor:
-        return self._observe(script, _CONNECTION_EXECUTESCRIPT, self, script)
-
-    def commit(self) -> None:
-        self._observe("COMMIT", _CONNECTION_COMMIT, self, count=self.in_transaction)
-
-    def rollback(self) -> None:
-        self._observe("ROLLBACK", _CONNECTION_ROLLBACK, self, count=self.in_transaction)
-
-    def _observe(self, sql: str, method: Callable[..., _T], *args: Any, count: bool = True) -> _T:
-        instruments = self._instruments
-        if instruments is None:
-            return method(*args)
-        words = _words(sql)
-        was_in = self.in_transaction
-        changes = self.total_changes
-        started = time.perf_counter()
-        try:
-            result = method(*args)
-        except sqlite3.Error as exc:
-            code = _lock_error_name(exc)
-            if code is not None:
-                instruments.busy(current_operation(), code)
-                # what this connection really waited with, for the fast-busy diagnosis of the caller
-                row = _CONNECTION_EXECUTE(self, "PRAGMA busy_timeout").fetchone()
-                _thread.busy_timeout_ms = int(row[0]) if row else None
-            _thread.last_failure = self._describe_failure(sql)
-            raise
-        finally:
-            self._after(instruments, words, was_in, changes, started, time.perf_counter(), count)
-        return result
-
-    def _describe_failure(self, sql: str) -> str:
-        """The statement that failed and the pragmas its connection ran with, for an error message."""
-        statement = " ".join(sql.split())
-        statement = statement if len(statement) <= 120 else statement[:117] + "..."
-        try:
-            pragmas = ", ".join(
-                f"{name}={_CONNECTION_EXECUTE(self, f'PRAGMA {name}').fetchone()[0]}"
-                for name in ("busy_timeout", "journal_mode", "synchronous"))
-        except sqlite3.Error:
-            pragmas = "pragmas unreadable"
-        return f"{statement!r} on a connection with {pragmas}"
-
-    def _after(self, instruments: Instruments, words: tuple[str, ...], was_in: bool, changes: int, started: float,
-               ended: float, count: bool) -> None:
-        op = current_operation()
-        keyword = words[0] if words else ""
-        if count:
-            instruments.statement(op, _KINDS.get(keyword, "other"), self.total_changes - changes)
-        now_in = self.in_transaction
-        takes_lock = keyword in _WRITES or (keyword == "BEGIN" and len(words) > 1
-                                            and words[1] in ("IMMEDIATE", "EXCLUSIVE"))
-        if now_in and self._lock_since is None and takes_lock:
-            # BEGIN IMMEDIATE/EXCLUSIVE returned, or the first write of a (deferred or implicit) transaction
-            self._lock_since, self._lock_wait, self._lock_op = ended, ended - started, op
-        elif not was_in and not now_in and keyword in _WRITES:
-            instruments.wait(op, ended - started)  # an autocommit write: its lock wait and hold are one
-        if was_in and not now_in:
-            rolled_back = keyword == "ROLLBACK"
-            if self._lock_since is not None:
-                instruments.transaction(self._lock_op, ended - self._lock_since, self._lock_wait, rolled_back)
-            elif rolled_back:
-                instruments.transaction(op, None, 0.0, True)
-            self._lock_since = None
-
-
-class ObservedCursor(sqlite3.Cursor):
-    """Cursor statements are observed like the connection's own."""
-
-    def execute(self, sql: str, parameters: Any = (), /) -> Self:
-        connection = self.connection
-        if isinstance(connection, ObservedConnection):
-            connection._observe(sql, _CURSOR_EXECUTE, self, sql, parameters)
-        else:
-            _CURSOR_EXECUTE(self, sql, parameters)
-        return self  # sqlite3's Cursor.execute returns the cursor itself
-
-    def executemany(self, sql: str, parameters: Any, /) -> Self:
-        connection = self.connection
-        if isinstance(connection, ObservedConnection):
-            connection._observe(sql, _CURSOR_EXECUTEMANY, self, sql, parameters)
-        else:
-            _CURSOR_EXECUTEMANY(self, sql, parameters)
-        return self
-
-
-_CONNECTION_EXECUTE: Callable[..., sqlite3.Cursor] = sqlite3.Connection.execute
-_CONNECTION_EXECUTEMANY: Callable[..., sqlite3.Cursor] = sqlite3.Connection.executemany
-_CONNECTION_EXECUTESCRIPT: Callable[..., sqlite3.Cursor] = sqlite3.Connection.executescript
-_CONNECTION_COMMIT: Callable[..., None] = sqlite3.Connection.commit
-_CONNECTION_ROLLBACK: Callable[..., None] = sqlite3.Connection.rollback
-_CURSOR_EXECUTE: Callable[..., sqlite3.Cursor] = sqlite3.Cursor.execute
-_CURSOR_EXECUTEMANY: Callable[..., sqlite3.Cursor] = sqlite3.Cursor.executemany

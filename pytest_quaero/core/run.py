@@ -24,7 +24,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from pytest_quaero.core import db, integrity, observe
+from pytest_quaero.core import db, integrity
 from pytest_quaero.core.disturbance import Disturbance, RunContext
 from pytest_quaero.core.instruments import HARNESS_OPERATION, hidden_busy, instrumenting, operation
 from pytest_quaero.core.jobs import Handler
@@ -138,7 +138,7 @@ def run_scenario(
     # every connection opened while the run lasts (the plugin's, a hook's, a user's) is counted,
     # and what it does measured: statements, write transactions, lock hold and wait
     # (this thread only runs the harness: preparing, watching, checking; never the code under test)
-    with observe.observing() as connections, instrumenting() as instruments, operation(HARNESS_OPERATION):
+    with instrumenting() as instruments, operation(HARNESS_OPERATION):
         try:
             log.info("Scenario %s: %d parents x %d children = %d jobs, run %s, database %s", scenario.name,
                      scenario.parents, scenario.children, scenario.total_jobs, run_id, db_path)
@@ -203,9 +203,9 @@ def run_scenario(
                 if watched is not None:
                     watched.close()
             _record(result, tally, producers, checks)
-            result.extra["connections"] = connections.summary()
             for part in tally.instrument_parts:  # spawned workers measured in their own processes
                 instruments.merge(part)
+            result.extra["connections"] = instruments.connection_summary()
             result.extra["locks"] = instruments.summary()
             result.extra["hidden_busy"] = hidden_busy(result.extra["locks"], result.retry)
             for disturbance in started:
