@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import machine_line
 
 from pytest_quaero.core import db
-from pytest_quaero.core.instruments import ObservedConnection
+from pytest_quaero.core.observed import ObservedConnection
 from pytest_quaero.core.run import run_scenario
 from pytest_quaero.core.scenarios import BUILTIN
 from pytest_quaero.core.settings import Settings
