@@ -106,6 +106,7 @@ def scenario_from_marker(
                 int(scenario_value("children", children, where=where) if children is not None
                     else (base.children if base else 1)),
                 float(base.time_limit if base else 300.0),
+                shape=base.shape if base else (),
             )
         if time_limit is not None:
             scenario = replace(scenario, time_limit=float(scenario_value("time_limit", time_limit, where=where)))

@@ -122,7 +122,7 @@ def figures(result: RunResult) -> dict[str, Any]:
     totals = result.retry_totals
     return {
         "settings": {name: result.settings.get(name) for name in FIX_SETTINGS},
-        "busy_errors": totals.busy_events,
+        "busy_errors": result.busy_errors,  # the swallowed ones too, as the criterion counts them
         "escaped_busy_errors": totals.exhausted,
         "fast_busy_errors": totals.fast_busy,
         "codes": dict(totals.codes),

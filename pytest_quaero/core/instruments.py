@@ -16,10 +16,7 @@ from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
-    pass  # typing.Self needs Python 3.11
+from typing import Any
 
 __all__ = [
     "HARNESS_OPERATION",
@@ -38,19 +35,31 @@ __all__ = [
 ]
 
 HARNESS_OPERATION = "harness"
+#: examples kept per kind of finding
+_MAX_EXAMPLES = 10
 
 _thread = threading.local()
 
 
-@contextmanager
-def operation(name: str) -> Iterator[None]:
-    """File every statement this thread runs inside the block under ``name``."""
-    previous = getattr(_thread, "operation", None)
-    _thread.operation = name
-    try:
-        yield
-    finally:
-        _thread.operation = previous
+class operation:
+    """File every statement this thread runs inside the block under ``name``.
+
+    A class, not a generator context manager: it runs on every retried call, several times a
+    job, and a generator costs three times as much to enter and leave.
+    """
+
+    __slots__ = ("name", "previous")
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.previous: str | None = None
+
+    def __enter__(self) -> None:
+        self.previous = getattr(_thread, "operation", None)
+        _thread.operation = self.name
+
+    def __exit__(self, *exc_info: object) -> None:
+        _thread.operation = self.previous
 
 
 def current_operation() -> str:
@@ -137,6 +146,11 @@ class Instruments:
         self._local = threading.local()
         self._shards: list[dict[str, _OpTally]] = []
         self.connections = 0
+        #: the run's queue: the ledger's triggers see every queue in the goqite table, judge only this one
+        self.queue_name = "quaero_jobs"
+        #: row-level findings (:mod:`pytest_quaero.core.ledger`, the workers' checks): counts and a few examples
+        self.notes: Counter[str] = Counter()
+        self.note_examples: dict[str, list[str]] = {}
         #: (origin, busy_timeout_ms, journal_mode, synchronous) -> connections opened so
         self.configurations: Counter[tuple[str, int, str, str]] = Counter()
 
@@ -188,6 +202,21 @@ class Instruments:
     def busy(self, op: str, code: str) -> None:
         self._op(op).busy[code] += 1
 
+    def note(self, kind: str, example: str | None = None) -> None:
+        """One finding of ``kind`` (``ack_wrong_id``, ``stall_lock_held``, ...), with an example to name."""
+        with self._lock:
+            self.notes[kind] += 1
+            if example is not None:
+                examples = self.note_examples.setdefault(kind, [])
+                if len(examples) < _MAX_EXAMPLES:
+                    examples.append(example)
+
+    def findings(self) -> dict[str, dict[str, Any]]:
+        """Every kind of finding: ``{"count": n, "examples": [...]}``."""
+        with self._lock:
+            return {kind: {"count": count, "examples": list(self.note_examples.get(kind, []))}
+                    for kind, count in sorted(self.notes.items())}
+
     def opened(self) -> None:
         with self._lock:
             self.connections += 1
@@ -222,7 +251,9 @@ class Instruments:
 
     def export(self) -> dict[str, Any]:
         """Raw samples, to merge in another process (see :meth:`merge`)."""
-        return {"connections": self.connections,
+        with self._lock:
+            notes, examples = dict(self.notes), {kind: list(found) for kind, found in self.note_examples.items()}
+        return {"connections": self.connections, "notes": notes, "note_examples": examples,
                 "configurations": [[*key, count] for key, count in self.configurations.items()], "ops": {
             name: {"hold": t.hold, "wait": t.wait, "statements": dict(t.statements),
                    "write_transactions": t.write_transactions, "rollbacks": t.rollbacks,
@@ -238,6 +269,10 @@ class Instruments:
                                    Counter(data.get("busy", {})))
         with self._lock:
             self.connections += int(exported.get("connections", 0))
+            self.notes.update(exported.get("notes", {}))
+            for kind, found in exported.get("note_examples", {}).items():
+                examples = self.note_examples.setdefault(kind, [])
+                examples.extend(found[: max(0, _MAX_EXAMPLES - len(examples))])
             for *key, count in exported.get("configurations", []):
                 self.configurations[(str(key[0]), int(key[1]), str(key[2]), str(key[3]))] += int(count)
             self._shards.append(shard)
@@ -263,6 +298,7 @@ def _ms(seconds: float) -> float:
 
 def _spread(samples: list[float]) -> dict[str, float]:
     return {"p50": _ms(percentile(samples, 0.5)), "p95": _ms(percentile(samples, 0.95)),
+            "p99": _ms(percentile(samples, 0.99)),
             "max": _ms(max(samples, default=0.0)), "samples": len(samples)}
 
 

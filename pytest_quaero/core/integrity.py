@@ -56,6 +56,17 @@ LEFT JOIN crawl_jobs c ON p.id = c.parent_id
 WHERE p.job_type = 'parent' AND p.id GLOB :run
 GROUP BY p.id"""
 
+UNFINISHED_SQL = """SELECT id, status FROM crawl_jobs
+WHERE parent_id != '' AND id GLOB :run AND status NOT IN ('completed', 'failed')
+ORDER BY id"""
+
+# the jobs the queue still carries: the plugin's message body is JSON with the job's id
+QUEUED_JOBS_SQL = """SELECT json_extract(CAST(body AS TEXT), '$.id') FROM goqite
+WHERE queue = :queue AND json_valid(CAST(body AS TEXT))"""
+
+#: examples kept of each kind of problem
+MAX_EXAMPLES = 10
+
 # The template's queue query names columns goqite never had (queue_name, received_at);
 # this is the same question asked of goqite's real columns.
 QUEUE_SQL = """SELECT
@@ -83,6 +94,11 @@ def check(
     hierarchy = conn.execute(HIERARCHY_SQL, params).fetchall()
     progress = conn.execute(PROGRESS_SQL, params).fetchall()
     queue_rows = conn.execute(QUEUE_SQL, params).fetchall()
+    unfinished = conn.execute(UNFINISHED_SQL, params).fetchall()
+    queued_jobs = {str(row[0]) for row in conn.execute(QUEUED_JOBS_SQL, params) if row[0] is not None}
+    # A child neither completed nor failed whose message is gone is lost: acked, or deleted,
+    # without being finished. (A queue that keeps its messages elsewhere: see lost_jobs_without_ids.)
+    lost = [job for job, _ in unfinished if job not in queued_jobs]
 
     expected_ids = {parent_id(run_id, p) for p in range(1, parents + 1)}
     found = {row[0]: row for row in progress}
@@ -138,6 +154,10 @@ def check(
         "children_ok": children_ok,
         "integrity_pct": integrity_pct,
         "children_per_parent": [[row[0], row[1], row[2]] for row in hierarchy],
+        "unfinished_children": len(unfinished),
+        "unfinished_examples": [f"{job} ({status})" for job, status in unfinished[:MAX_EXAMPLES]],
+        "lost_jobs": len(lost),
+        "lost_examples": lost[:MAX_EXAMPLES],
         "messages_left": int(queue_row[1]),
         "dead_messages": int(queue_row[2]),
         "queries": [
@@ -148,5 +168,19 @@ def check(
             {"title": "Job Hierarchy Validation Query", "sql": HIERARCHY_SQL, "rows": [list(r) for r in hierarchy]},
             {"title": "Parent progress against child statuses", "sql": PROGRESS_SQL,
              "rows": [list(r) for r in progress]},
+            {"title": "Children neither completed nor failed", "sql": UNFINISHED_SQL,
+             "rows": [list(r) for r in unfinished[:MAX_EXAMPLES]]},
         ],
     }
+
+
+def recount_lost(checks: dict[str, Any], messages_left: int) -> None:
+    """Lost jobs for a queue that keeps its messages outside goqite: counted, not named.
+
+    Its messages' bodies cannot be read, so each message still queued is taken to carry one
+    unfinished job, and only the unfinished children beyond those are lost.
+    """
+    lost = max(0, int(checks["unfinished_children"]) - max(0, messages_left))
+    checks["lost_jobs"] = lost
+    checks["lost_examples"] = [] if not lost else [f"{lost} of {checks['unfinished_children']} unfinished children"
+                                                   f" have no message left in the queue"]

@@ -125,6 +125,11 @@ class RunResult:
         return self.retry_totals.busy_events + self.hidden_busy_errors
 
     @property
+    def lost_jobs(self) -> int:
+        """Jobs whose message is gone but that neither completed nor failed (the integrity check counts them)."""
+        return int(self.integrity.get("lost_jobs", 0))
+
+    @property
     def hidden_busy_errors(self) -> int:
         """Lock errors the code under test swallowed (``extra["hidden_busy"]``, measured by the run)."""
         return int(self.extra.get("hidden_busy", {}).get("total", 0))

@@ -69,6 +69,9 @@ class Tally:
         #: when the latest job finished (``time.monotonic()``): the timeline's jobs-completed phase
         self.last_done: float | None = None
         self.live_busy = 0
+        #: how late each of the monitor's short sleeps woke (seconds): what the machine's scheduler
+        #: (and, with thread workers, the GIL) does to a thread that wants to run, during this run
+        self.wake_delays: list[float] = []
 
     @property
     def completed(self) -> set[str]:
@@ -213,7 +216,10 @@ def _nap(pool: WorkerPool, producers: Producers, tally: Tally, until: float) -> 
         left = until - time.monotonic()
         if left <= 0:
             return
-        time.sleep(min(left, _FOLD_INTERVAL))
+        nap = min(left, _FOLD_INTERVAL)
+        slept = time.monotonic()
+        time.sleep(nap)
+        tally.wake_delays.append(max(0.0, time.monotonic() - slept - nap))
         tally.fold(pool.poll_events())
         if not was_drained and drained():
             return

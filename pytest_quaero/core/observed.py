@@ -23,17 +23,28 @@ attribute check per statement.
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from pytest_quaero.core.instruments import Instruments, active, current_operation, note_failure, note_lock_error
+from pytest_quaero.core import ledger
+from pytest_quaero.core.instruments import (
+    Instruments,
+    active,
+    current_operation,
+    instrumenting,
+    note_failure,
+    note_lock_error,
+)
 
 if TYPE_CHECKING:
     from typing_extensions import Self  # typing.Self needs Python 3.11
 
-__all__ = ["SYNCHRONOUS_NAMES", "ObservedConnection", "ObservedCursor"]
+__all__ = ["PATCH_CONNECT", "SYNCHRONOUS_NAMES", "ObservedConnection", "ObservedCursor", "observing"]
 
 _T = TypeVar("_T")
 
@@ -56,16 +67,34 @@ def _lock_error_name(exc: sqlite3.Error) -> str | None:
 
 
 _PARSED: dict[str, tuple[str, ...]] = {}
+#: statements that can fire the ledger's goqite triggers
+_LEDGER_WRITES = frozenset({"INSERT", "DELETE", "REPLACE"})
+#: how often a connection tries to install the ledger's triggers
+_ARM_TRIES = 3
 
 
 def _words(sql: str) -> tuple[str, ...]:
-    """The first two words of a statement, upper case; cached, as a run repeats a few statements."""
+    """The first two words of a statement, upper case; cached, as a run repeats a few statements.
+
+    A third element, ``"goqite"``, marks a write that names the goqite table: the ledger's
+    triggers may have recorded rows for it (:func:`pytest_quaero.core.ledger.collect`).
+    """
     words = _PARSED.get(sql)
     if words is None:
         words = tuple(sql.lstrip()[:40].upper().split()[:2])
+        lowered = sql.lower()
+        if words and words[0] in _LEDGER_WRITES and "goqite" in lowered:
+            # an INSERT ... RETURNING has not counted its changes yet when execute() returns
+            words = (*words[:2], "goqite returning" if "returning" in lowered else "goqite")
         if len(_PARSED) < 4096:  # a program that builds SQL text per call must not grow this forever
             _PARSED[sql] = words
     return words
+
+
+def _rows_of(result: object) -> int:
+    """Rows a statement inserted itself (at least 1): more changes than that were the ledger's trigger."""
+    rowcount = getattr(result, "rowcount", -1)
+    return max(1, rowcount if isinstance(rowcount, int) else -1)
 
 
 class ObservedConnection(sqlite3.Connection):
@@ -77,8 +106,21 @@ class ObservedConnection(sqlite3.Connection):
         self._lock_since: float | None = None  # when this connection got the write lock
         self._lock_wait = 0.0
         self._lock_op = "other"
+        #: the ledger's triggers are on this connection (0: not yet; tried again at a later write)
+        self._armed = False
+        self._arm_tries = 0
         if self._instruments is not None:
             self._instruments.opened()
+            self._arm()
+
+    def _arm(self) -> None:
+        if self._instruments is None or self._arm_tries >= _ARM_TRIES:
+            return
+        self._arm_tries += 1
+        try:
+            self._armed = ledger.arm(self)
+        except sqlite3.Error:  # a lock on the schema, a read-only file: the next write tries again
+            self._armed = False
 
     @property
     def instruments(self) -> Instruments | None:
@@ -111,6 +153,7 @@ class ObservedConnection(sqlite3.Connection):
         was_in = self.in_transaction
         changes = self.total_changes
         started = time.perf_counter()
+        result = None
         try:
             result = method(*args)
         except sqlite3.Error as exc:
@@ -123,7 +166,7 @@ class ObservedConnection(sqlite3.Connection):
             note_failure(self._describe_failure(sql))
             raise
         finally:
-            self._after(instruments, words, was_in, changes, started, time.perf_counter(), count)
+            self._after(instruments, words, was_in, changes, started, time.perf_counter(), count, result)
         return result
 
     def configuration(self) -> tuple[int, str, str]:
@@ -146,12 +189,25 @@ class ObservedConnection(sqlite3.Connection):
         return f"{statement!r} on a connection with {pragmas}"
 
     def _after(self, instruments: Instruments, words: tuple[str, ...], was_in: bool, changes: int, started: float,
-               ended: float, count: bool) -> None:
+               ended: float, count: bool, result: object = None) -> None:
         op = current_operation()
         keyword = words[0] if words else ""
+        changed = self.total_changes - changes
+        if self._armed and len(words) > 2 and (keyword != "INSERT" or words[2] != "goqite"
+                                                or changed > _rows_of(result)):
+            # the ledger's own rows are not the code's; a connection broken under the statement files nothing
+            with contextlib.suppress(sqlite3.Error):
+                changed -= ledger.collect(self, instruments)
         if count:
-            instruments.statement(op, _KINDS.get(keyword, "other"), self.total_changes - changes)
+            instruments.statement(op, _KINDS.get(keyword, "other"), changed)
         now_in = self.in_transaction
+        watch = ledger.current_watch()
+        if watch is not None:
+            watch.statements += 1
+            watch.rows += changed
+            watch.armed += self._armed
+        if not self._armed and keyword in _WRITES and not now_in:
+            self._arm()  # opened before the schema existed, or met a lock while arming
         takes_lock = keyword in _WRITES or (keyword == "BEGIN" and len(words) > 1
                                             and words[1] in ("IMMEDIATE", "EXCLUSIVE"))
         if now_in and self._lock_since is None and takes_lock:
@@ -195,3 +251,65 @@ _CONNECTION_COMMIT: Callable[..., None] = sqlite3.Connection.commit
 _CONNECTION_ROLLBACK: Callable[..., None] = sqlite3.Connection.rollback
 _CURSOR_EXECUTE: Callable[..., sqlite3.Cursor] = sqlite3.Cursor.execute
 _CURSOR_EXECUTEMANY: Callable[..., sqlite3.Cursor] = sqlite3.Cursor.executemany
+
+
+# --- every sqlite3.connect of the run
+
+#: False turns :func:`observing` into plain :func:`instrumenting` (the instruments benchmark's plain side)
+PATCH_CONNECT = True
+
+_ORIGINAL_CONNECT = sqlite3.connect
+_FACTORY_POSITION = 5  # connect(database, timeout, detect_types, isolation_level, check_same_thread, factory, ...)
+_combined: dict[type, type] = {}
+_patch_lock = threading.Lock()
+_patch_depth = 0
+
+
+def _observed_factory(factory: Any) -> Any:
+    """The factory that makes ``factory``'s connections observed too (itself if it cannot)."""
+    if factory is None or factory is sqlite3.Connection:
+        return ObservedConnection
+    if not isinstance(factory, type) or not issubclass(factory, sqlite3.Connection):
+        return factory  # a callable that is not a class: left alone, its connections go unobserved
+    if issubclass(factory, ObservedConnection):
+        return factory
+    combined = _combined.get(factory)
+    if combined is None:
+        # the user's class first: its own execute() runs, and its super() call lands in the observed one
+        combined = _combined[factory] = type(f"Observed{factory.__name__}", (factory, ObservedConnection), {})
+    return combined
+
+
+def _connect(*args: Any, **kwargs: Any) -> sqlite3.Connection:
+    if len(args) > _FACTORY_POSITION:
+        args = (*args[:_FACTORY_POSITION], _observed_factory(args[_FACTORY_POSITION]), *args[_FACTORY_POSITION + 1:])
+    else:
+        kwargs["factory"] = _observed_factory(kwargs.get("factory"))
+    connection: sqlite3.Connection = _ORIGINAL_CONNECT(*args, **kwargs)
+    return connection
+
+
+@contextmanager
+def observing(instruments: Instruments | None = None) -> Iterator[Instruments]:
+    """:func:`~pytest_quaero.core.instruments.instrumenting`, and every ``sqlite3.connect`` observed.
+
+    While the block runs, ``sqlite3.connect`` (and ``sqlite3.dbapi2.connect``) hand out
+    :class:`ObservedConnection` objects, so a hook's or a library's own connections are
+    measured like the plugin's. Code that bound ``connect`` before the run (``from sqlite3
+    import connect`` at import time) keeps the original; ``pytest_quaero.connect`` always observes.
+    """
+    global _patch_depth
+    with instrumenting(instruments) as current:
+        patch = PATCH_CONNECT
+        if patch:
+            with _patch_lock:
+                _patch_depth += 1
+                sqlite3.connect = sqlite3.dbapi2.connect = _connect  # type: ignore[assignment]
+        try:
+            yield current
+        finally:
+            if patch:
+                with _patch_lock:
+                    _patch_depth -= 1
+                    if _patch_depth == 0:
+                        sqlite3.connect = sqlite3.dbapi2.connect = _ORIGINAL_CONNECT

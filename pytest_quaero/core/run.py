@@ -26,15 +26,17 @@ from typing import Any
 
 from pytest_quaero.core import db, integrity
 from pytest_quaero.core.disturbance import Disturbance, RunContext
-from pytest_quaero.core.instruments import HARNESS_OPERATION, hidden_busy, instrumenting, operation
+from pytest_quaero.core.findings import record_findings, scheduling_delays
+from pytest_quaero.core.instruments import HARNESS_OPERATION, operation
 from pytest_quaero.core.jobs import Handler
 from pytest_quaero.core.log import TemplateFormatter, get_logger, log_excerpts, logger
 from pytest_quaero.core.metrics import RunResult
 from pytest_quaero.core.monitor import Progress, Tally, open_monitor, watch
+from pytest_quaero.core.observed import observing
 from pytest_quaero.core.pool import WorkerPool
 from pytest_quaero.core.queue import Queue
 from pytest_quaero.core.retry import classify, merge_stats
-from pytest_quaero.core.scenarios import Scenario
+from pytest_quaero.core.scenarios import Scenario, shaped
 from pytest_quaero.core.seed import Producers, prepare_database
 from pytest_quaero.core.settings import Settings
 from pytest_quaero.core.worker import EndpointFactory, open_endpoint
@@ -114,6 +116,7 @@ def run_scenario(
     stopping the pool afterwards (thousands of idle threads take a while) is recorded apart,
     as ``extra["pool_stop_seconds"]``.
     """
+    settings = shaped(scenario, settings)
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     db_path, log_path = run_files(settings, run_dir)
@@ -138,7 +141,8 @@ def run_scenario(
     # every connection opened while the run lasts (the plugin's, a hook's, a user's) is counted,
     # and what it does measured: statements, write transactions, lock hold and wait
     # (this thread only runs the harness: preparing, watching, checking; never the code under test)
-    with instrumenting() as instruments, operation(HARNESS_OPERATION):
+    with observing() as instruments, operation(HARNESS_OPERATION):
+        instruments.queue_name = settings.queue_name
         try:
             log.info("Scenario %s: %d parents x %d children = %d jobs, run %s, database %s", scenario.name,
                      scenario.parents, scenario.children, scenario.total_jobs, run_id, db_path)
@@ -198,6 +202,7 @@ def run_scenario(
                 if watched is not None:
                     left = watched.queue.counts()
                     checks["messages_left"], checks["dead_messages"] = int(left.total), int(left.dead)
+                    integrity.recount_lost(checks, int(left.total))
             finally:
                 monitor.close()
                 if watched is not None:
@@ -205,9 +210,8 @@ def run_scenario(
             _record(result, tally, producers, checks)
             for part in tally.instrument_parts:  # spawned workers measured in their own processes
                 instruments.merge(part)
-            result.extra["connections"] = instruments.connection_summary()
-            result.extra["locks"] = instruments.summary()
-            result.extra["hidden_busy"] = hidden_busy(result.extra["locks"], result.retry)
+            record_findings(result, instruments)
+            result.extra["scheduling"] = scheduling_delays(tally.wake_delays)
             for disturbance in started:
                 disturbance.record(result)
             timeline.sort(key=lambda entry: entry["offset"])

@@ -20,7 +20,7 @@ from pytest_quaero.core.fields import (
 if TYPE_CHECKING:  # annotations only
     from pytest_quaero.core.settings import Settings
 
-__all__ = ["BUILTIN", "Scenario", "check_stagger", "parse_scenarios", "scenario_value"]
+__all__ = ["BUILTIN", "Scenario", "check_stagger", "parse_scenarios", "scenario_value", "shaped"]
 
 _WHOLE_HELP = "a whole number >= 1"
 _TIME_LIMIT_HELP = f"{DURATION_HELP} (> 0), at most {MAX_DURATION_TEXT}"
@@ -40,6 +40,8 @@ class Scenario:
     #: the template's execution-time limit for this load, in seconds
     time_limit: float = 300.0
     description: str = ""
+    #: settings this scenario is defined by, ``(name, value as written)`` pairs (see :func:`shaped`)
+    shape: tuple[tuple[str, str], ...] = ()
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name.strip():
@@ -108,10 +110,31 @@ def check_stagger(settings: Settings, scenario: Scenario) -> None:
     )
 
 
+#: where a per-test setting comes from (a marker's keyword, a quaero_run() argument): it wins over a shape
+_PER_TEST_SOURCES = ("@pytest.mark.", "quaero_run()")
+
+
+def shaped(scenario: Scenario, settings: Settings) -> Settings:
+    """``settings`` with the scenario's own :attr:`~Scenario.shape` applied.
+
+    A shape is what the scenario *is* (stress: 8 workers, no stagger, no work), so it wins over
+    session-wide settings (command line, environment, config files), which are set for the
+    template's loads; a marker or ``quaero_run()`` keyword for this one test still wins over it.
+    """
+    changes = {name: value for name, value in scenario.shape
+               if not str(settings.sources.get(name, "")).startswith(_PER_TEST_SOURCES)}
+    return settings.replace(source=f"scenario {scenario.name!r}", **changes) if changes else settings
+
+
 BUILTIN: dict[str, Scenario] = {
     "light": Scenario("light", 5, 20, 300.0, "Light Load"),
     "medium": Scenario("medium", 10, 50, 600.0, "Medium Load"),
     "heavy": Scenario("heavy", 15, 100, 1200.0, "Heavy Load"),
+    # Races that two staggered workers with 5-20 ms jobs almost never hit (lost counter updates, a
+    # deferred read-then-write claim, a short busy_timeout): every worker at once, no work between
+    # claims, and few enough parents that many children of one parent finish at the same moment.
+    "stress": Scenario("stress", 10, 100, 120.0, "Stress (8 workers, no stagger, zero work)", shape=(
+        ("workers", "8"), ("stagger", "0ms"), ("job_time", "0ms"), ("poll_interval", "20ms"))),
 }
 
 

@@ -35,9 +35,12 @@ from multiprocessing.process import BaseProcess
 from typing import Any
 
 from pytest_quaero.core import db
-from pytest_quaero.core.instruments import Instruments, instrumenting, operation
+from pytest_quaero.core.instruments import Instruments, active, operation
 from pytest_quaero.core.jobs import Handler, Job, JobContext, JobInterrupted, StopSignal, decode_job
+from pytest_quaero.core.ledger import acking, watching
 from pytest_quaero.core.log import TemplateFormatter, WorkerLog, get_logger, logger
+from pytest_quaero.core.observed import observing
+from pytest_quaero.core.probe import MISSING, Probe
 from pytest_quaero.core.queue import Message, Queue
 from pytest_quaero.core.retry import Retrier, classify
 from pytest_quaero.core.settings import Settings
@@ -127,9 +130,11 @@ def worker_main(
     log.info("Worker %d started successfully (%dms after pool start)", spec.index + 1,
              round((started - pool_started) * 1000))
     context = JobContext(spec.name, spec.index, settings, spec.db_path, cancel)
+    checks = _Checks(spec.name, Probe(spec.db_path, settings))
     busy_seconds = 0.0
     try:
         while not stop.is_set():
+            receive_started = time.time()
             try:
                 message = retrier.call("queue_receive", endpoint.queue.receive)
             except sqlite3.Error as exc:
@@ -137,10 +142,11 @@ def worker_main(
                 stop.wait(settings.poll_interval)
                 continue
             if message is None:
+                checks.empty_receive(receive_started)
                 stop.wait(settings.poll_interval)
                 continue
             received_at = time.monotonic()
-            outcome, job_id, enqueued_at = _process(message, endpoint, retrier, spec.handler, context, log)
+            outcome, job_id, enqueued_at = _process(message, endpoint, retrier, spec.handler, context, log, checks)
             done_at = time.monotonic()
             busy_seconds += done_at - received_at
             if outcome == "interrupted":
@@ -155,11 +161,58 @@ def worker_main(
         if instruments is not None:
             emit(("instruments", spec.index, instruments.export()))
         emit(("stopped", spec.index, time.monotonic(), busy_seconds, retrier.snapshot()))
+        checks.probe.close()
         endpoint.close()
 
 
+class _Checks:
+    """A worker's checks of what its queue and store really did (:mod:`~pytest_quaero.core.ledger`).
+
+    Each finding goes to the run's instruments (a spawned worker's own, merged by the pool),
+    counted and with a few examples named; the run turns them into criteria verdicts.
+    """
+
+    def __init__(self, worker: str, probe: Probe) -> None:
+        self.worker, self.probe = worker, probe
+
+    @staticmethod
+    def note(kind: str, example: str | None = None) -> None:
+        instruments = active()
+        if instruments is not None:
+            instruments.note(kind, example)
+
+    def empty_receive(self, started_wall: float) -> None:
+        found = self.probe.stall(started_wall)
+        if found is not None:
+            kind, message_id = found
+            self.note(f"stall_{kind}", f"{self.worker}: receive returned nothing while {message_id} was visible "
+                                       f"({kind.replace('_', ' ')})")
+
+    def ack(self, message_id: str, verdict: str, removed: list[str]) -> None:
+        if verdict == "wrong_id":
+            others = ", ".join(sorted(set(removed) - {message_id}))
+            self.note("ack_wrong_id", f"{self.worker}: ack of {message_id} removed {others}")
+        elif verdict == "removed_nothing":
+            # removed by someone else first (a redelivered copy's ack) is stale, not lost
+            if self.probe.still_queued(message_id):
+                self.note("ack_removed_nothing", f"{self.worker}: ack of {message_id} removed nothing; still queued")
+            else:
+                self.note("ack_stale", f"{self.worker}: ack of {message_id} found it already gone")
+        self.note("ack_checked" if verdict != "unchecked" else "ack_unchecked")
+
+    def silent_write(self, what: str, job_id: str) -> bool:
+        """A store call changed no row: True (and noted) unless the job had already finished."""
+        status = self.probe.job_status(job_id)
+        if status is None or status in ("completed", "failed"):
+            return False  # a redelivered job that finished already (a duplicate), or no way to tell
+        why = "no such job row" if status == MISSING else f"the job is still {status!r}"
+        self.note("silent_write", f"{self.worker}: {what} of {job_id} changed no row ({why})")
+        return True
+
+
 def _process(
-    message: Message, endpoint: Endpoint, retrier: Retrier, handler: Handler, context: JobContext, log: WorkerLog
+    message: Message, endpoint: Endpoint, retrier: Retrier, handler: Handler, context: JobContext, log: WorkerLog,
+    checks: _Checks,
 ) -> tuple[str, str, float | None]:
     """Run one received job: ``(outcome, job id, enqueued_at)``; enqueued_at is None if undecodable."""
     try:
@@ -167,18 +220,21 @@ def _process(
     except (ValueError, KeyError) as exc:
         log.error("Undecodable message %s left for redelivery: %s", message.id, exc)
         return "error", message.id, None
-    outcome = _run_job(job, message, endpoint, retrier, handler, context, log)
+    outcome = _run_job(job, message, endpoint, retrier, handler, context, log, checks)
     return outcome, job.job_id, job.enqueued_at
 
 
 def _run_job(
     job: Job, message: Message, endpoint: Endpoint, retrier: Retrier, handler: Handler, context: JobContext,
-    log: WorkerLog,
+    log: WorkerLog, checks: _Checks,
 ) -> str:
     store, queue = endpoint.store, endpoint.queue
     log.debug("Processing message %s (attempt %d)", job.job_id, job.attempt)
     try:
-        retrier.call("save_job", lambda: store.mark_running(job.job_id), job.job_id)
+        with watching() as marked:
+            retrier.call("save_job", lambda: store.mark_running(job.job_id), job.job_id)
+        if marked.observed and not marked.rows:
+            checks.silent_write("status update", job.job_id)
         with operation("handler"):
             handler(job, context)
     except JobInterrupted:
@@ -191,12 +247,19 @@ def _run_job(
     except Exception as exc:  # noqa: BLE001 - whatever a user's handler raises, goqite leaves the message for redelivery
         return _handler_failed(job, message, exc, endpoint, retrier, context, log)
     try:
-        counted = retrier.call(
-            "progress_update", lambda: store.finish_child(job.job_id, job.parent_id), job.job_id
-        )
-        retrier.call("queue_delete", lambda: queue.delete(message.id), job.job_id)
+        with watching() as finished:
+            counted = retrier.call(
+                "progress_update", lambda: store.finish_child(job.job_id, job.parent_id), job.job_id
+            )
+        with acking(message.id) as ack:
+            retrier.call("queue_delete", lambda: queue.delete(message.id), job.job_id)
     except sqlite3.Error as exc:
         log.error("Database error finishing %s, message left for redelivery: %s", job.job_id, exc)
+        return "error"
+    checks.ack(message.id, ack.ack_verdict(), ack.removed)
+    # A completion that changed no row finished nothing: a job error, whatever the store returned.
+    if finished.observed and not finished.rows and checks.silent_write("completion", job.job_id):
+        log.error("Completion of %s changed no row: the job is not finished", job.job_id)
         return "error"
     if not counted:
         log.warning("Job %s was already finished: processed twice", job.job_id)
@@ -250,7 +313,8 @@ def process_entry(spec: WorkerSpec, channel: Connection[Any, Any], stop: StopSig
         logger.propagate = False  # a spawned child has no pytest capture to hand lines to
     channel.send(("ready", spec.index))
     pool_started = channel.recv()
-    with instrumenting() as instruments:
+    with observing() as instruments:
+        instruments.queue_name = spec.settings.queue_name
         worker_main(spec, channel.send, stop, pool_started, cancel, instruments)
 
 

@@ -1,4 +1,4 @@
-"""pytest-html integration: extra columns, a criteria table and charts per scenario, the environment.
+"""pytest-html integration: extra columns, criteria, write-lock and detection tables, charts, the environment.
 
 Registered by :func:`pytest_quaero.report.outputs.configure` only when pytest-html is active
 (its hooks would otherwise be unknown to pytest), and only in the process that writes
@@ -26,9 +26,11 @@ import pytest
 
 from pytest_quaero.core.metrics import RunResult
 from pytest_quaero.core.results_json import plugin_version
+from pytest_quaero.report.locks import HOLD_WAIT_MEANING, detection_checks, lock_table
 from pytest_quaero.session import QuaeroSession
 
-__all__ = ["CHARTS_HINT", "COLUMNS", "HtmlIntegration", "criteria_table_html", "render_charts"]
+__all__ = ["CHARTS_HINT", "COLUMNS", "HtmlIntegration", "criteria_table_html", "detection_html", "lock_table_html",
+           "render_charts"]
 
 #: (user property, column key, header); the key becomes pytest-html's sortable ``col-<key>``
 COLUMNS: tuple[tuple[str, str, str], ...] = (
@@ -63,6 +65,35 @@ def criteria_table_html(result: RunResult, label: str) -> str:
         "<table class=\"quaero-criteria\"><thead><tr><th>Criterion</th><th>Measured</th><th>Required</th>"
         f"<th>Status</th></tr></thead><tbody>{rows}</tbody></table></div>"
     )
+
+
+#: pytest-html's stylesheet draws no cell borders; inline styles survive --self-contained-html and assets alike
+_TABLE_STYLE = "border-collapse: collapse; margin: 0.5em 0"
+_CELL_STYLE = "border: 1px solid #999; padding: 2px 6px; text-align: left"
+
+
+def lock_table_html(result: RunResult, label: str) -> str:
+    """The run's write-lock table (hold and writer wait per operation), bordered, or why it was not measured."""
+    table = lock_table(result)
+    heading = f"<h4>quaero[{escape(label)}] write lock</h4>"
+    if table.missing:
+        return f"<div class=\"quaero-locks\">{heading}<p>{escape(table.missing)}</p></div>"
+
+    def row(cells: tuple[str, ...], tag: str) -> str:
+        return "<tr>" + "".join(f"<{tag} style=\"{_CELL_STYLE}\">{escape(c)}</{tag}>" for c in cells) + "</tr>"
+
+    body = "".join(row(table.cells(r), "td") for r in table.rows)
+    return (f"<div class=\"quaero-locks\">{heading}<p>{escape(HOLD_WAIT_MEANING)} {table.connections} connections "
+            f"observed.</p><table class=\"quaero-locks-table\" style=\"{_TABLE_STYLE}\"><thead>"
+            f"{row(table.HEADERS, 'th')}</thead><tbody>{body}</tbody></table></div>")
+
+
+def detection_html(result: RunResult, label: str) -> str:
+    """What the run's detection checks found, one item per check ("none" where they found nothing)."""
+    items = "".join(
+        f"<li class=\"{'' if c.found is None else ('failed' if c.found else 'passed')}\"><b>{escape(c.name)}:</b> "
+        f"{escape(c.text)}</li>" for c in detection_checks(result))
+    return f"<div class=\"quaero-detection\"><h4>quaero[{escape(label)}] detection checks</h4><ul>{items}</ul></div>"
 
 
 def render_charts(result: RunResult) -> list[tuple[str, str]]:
@@ -189,6 +220,8 @@ class HtmlIntegration:
             result = RunResult.from_dict(data)
             self.carriers[result.run_id] = report.nodeid
             added.append(extras.html(criteria_table_html(result, result.scenario)))
+            added.append(extras.html(lock_table_html(result, result.scenario)))
+            added.append(extras.html(detection_html(result, result.scenario)))
             try:
                 charts = render_charts(result)
             except ImportError:

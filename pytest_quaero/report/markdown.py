@@ -25,7 +25,7 @@ from pytest_quaero.report.figures import (
     failed_verdicts,
     group_by_scenario,
 )
-from pytest_quaero.report.sections import appendix, metrics, observations, recommendations, summary, workers
+from pytest_quaero.report.sections import appendix, locks, metrics, observations, recommendations, summary, workers
 from pytest_quaero.report.sections.summary import criteria_rows, criteria_table
 from pytest_quaero.report.wording import status
 
@@ -50,6 +50,7 @@ SECTIONS: tuple[Section, ...] = (
     metrics.busy_error_analysis,  # ## Detailed Metrics
     metrics.retry_success_rate,
     metrics.retry_attempts,
+    locks.write_lock_section,  # (not in the template) the write lock, per operation
     metrics.message_statistics,
     metrics.queue_under_load,
     metrics.relationship_validation,
@@ -61,6 +62,7 @@ SECTIONS: tuple[Section, ...] = (
     observations.expected_behavior,  # ## Observations
     observations.performance_characteristics,
     observations.edge_cases,
+    locks.detection_section,  # (not in the template) per-message checks; closes Observations
     observations.critical_issues,  # ## Remaining Issues (if any)
     observations.priority_issues,
     recommendations.production_readiness,  # ## Recommendations

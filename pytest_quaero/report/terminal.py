@@ -11,9 +11,11 @@ from typing import Any
 from pytest_quaero.core.baseline import format_table
 from pytest_quaero.core.fixes import comparison_lines
 from pytest_quaero.core.metrics import RunResult
+from pytest_quaero.report.locks import detection_summary
 
 __all__ = [
     "criteria_table",
+    "detection_line",
     "gate_summary_lines",
     "lock_line",
     "scenario_heading",
@@ -54,6 +56,9 @@ def write_summary(terminalreporter: Any, results: list[RunResult]) -> None:
         locks = lock_line(result)
         if locks:
             terminalreporter.write_line(locks)
+        detected = detection_line(result)
+        if detected:
+            terminalreporter.write_line(detected, red=True)
         if result.extra.get("kept"):
             terminalreporter.write_line(f"  database kept: {result.db_path}")
             terminalreporter.write_line(f"  log kept:      {result.log_path}")
@@ -65,11 +70,22 @@ def lock_line(result: RunResult) -> str:
     locks = result.extra.get("locks")
     if not locks:
         return ""
-    total = locks["total"]
-    hold, wait = total["hold_ms"], total["wait_ms"]
-    return (f"  write lock: held p50 {hold['p50']:.2f}ms, p95 {hold['p95']:.2f}ms, max {hold['max']:.2f}ms over "
-            f"{total['write_transactions']} transactions; writers waited p95 {wait['p95']:.2f}ms, max "
-            f"{wait['max']:.2f}ms; {locks['connections']} connections, {sum(total['statements'].values())} statements")
+    try:
+        total = locks["total"]
+        hold, wait = total["hold_ms"], total["wait_ms"]
+        return (f"  write lock: held p50 {hold['p50']:.2f}ms, p95 {hold['p95']:.2f}ms, max {hold['max']:.2f}ms over "
+                f"{total['write_transactions']} transactions; writers waited p95 {wait['p95']:.2f}ms, max "
+                f"{wait['max']:.2f}ms; {locks['connections']} connections, "
+                f"{sum(total['statements'].values())} statements")
+    except (AttributeError, KeyError, TypeError, ValueError):
+        # a reshaped entry (a result from another version) costs the line, never the summary
+        return "  write lock: not measured: the lock measurements in this result have an unexpected shape"
+
+
+def detection_line(result: RunResult) -> str:
+    """What the detection checks found (wrong acks, stalls, lost jobs ...); empty when they found nothing."""
+    found = detection_summary(result)
+    return f"  detection: {found}" if found else ""
 
 
 def gate_summary_lines(result: RunResult) -> list[str]:

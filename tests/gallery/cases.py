@@ -26,6 +26,7 @@ from pytest_quaero.core.settings import Settings
 
 from .pools import (
     FirstAttemptCrash,
+    JobLog,
     PoisonJob,
     SharedConnection,
     UnstaggeredPool,
@@ -58,6 +59,8 @@ class Variant:
     endpoint_factory: Callable[[], Any] = lambda: open_endpoint
     pool_factory: Callable[..., WorkerPool] = WorkerPool
     settings: dict[str, Any] = field(default_factory=dict)
+    #: this side's job handler (None: the case's)
+    handler: Callable[..., Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -143,6 +146,12 @@ CASES: tuple[Case, ...] = (
         deadline=3.5,
     ),
     Case(
+        "handler_holds_write_lock", "a handler that keeps its write transaction open while it works",
+        ("write_lock_hold",),
+        broken=Variant(handler=JobLog(0.02, hold_lock=True)),
+        correct=Variant(handler=JobLog(0.02, hold_lock=False)),
+    ),
+    Case(
         "silent_delete", "a delete that drops silently", ("queue_deletion",),
         broken=Variant(lambda: endpoint_with(SilentDeleteQueue)),
         correct=Variant(lambda: endpoint_with(Queue)),
@@ -167,7 +176,8 @@ def run_case(case: Case, *, broken: bool, work_dir: str | Path | None = None) ->
         load.prepare()  # spawned before the run's clock starts
     try:
         result = run_scenario(
-            case.scenario, settings, run_dir=run_dir, handler=case.handler, endpoint_factory=endpoint_factory,
+            case.scenario, settings, run_dir=run_dir, handler=variant.handler or case.handler,
+            endpoint_factory=endpoint_factory,
             pool_factory=variant.pool_factory, deadline=case.deadline, sample_interval=0.05, disturbances=loads,
         )
     finally:

@@ -110,3 +110,35 @@ class PoisonJob:
     def __call__(self, job: Job, context: JobContext) -> None:
         if job.job_id.endswith("-child-1-1"):
             raise RuntimeError(f"poison message {job.job_id}")
+
+
+class JobLog:
+    """A handler that records each job in a table of its own (a crawler saving the page it fetched).
+
+    With ``hold_lock`` it opens its write transaction before the work and commits after it, so
+    SQLite's write lock is held for the whole job: every other writer waits. Without, it works
+    first and writes in a short transaction, as it should.
+    """
+
+    def __init__(self, work: float, *, hold_lock: bool) -> None:
+        self.work, self.hold_lock = work, hold_lock
+        self._local = threading.local()
+
+    def _conn(self, context: JobContext) -> sqlite3.Connection:
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None or getattr(self._local, "db_path", None) != context.db_path:
+            conn = self._local.conn = db.connect(context.db_path, context.settings)
+            self._local.db_path = context.db_path
+            conn.execute("create table if not exists job_log (job_id text primary key, done_at real)")
+        return conn
+
+    def __call__(self, job: Job, context: JobContext) -> None:
+        conn = self._conn(context)
+        if self.hold_lock:
+            conn.execute("BEGIN IMMEDIATE")
+            context.pause(self.work)
+        else:
+            context.pause(self.work)
+            conn.execute("BEGIN IMMEDIATE")
+        conn.execute("insert or replace into job_log values (?, julianday('now'))", (job.job_id,))
+        conn.execute("COMMIT")

@@ -2,13 +2,15 @@
 
 Besides the runs' own figures, Edge Cases Handled reads ``faults`` (``--quaero-faults``:
 ``injected`` and ``missed`` entries) and ``contention`` (``--quaero-contention``:
-``loads``, ``wal_max_bytes``) from ``RunResult.extra``, defensively.
+``loads``, ``wal_max_bytes``) from ``RunResult.extra``, defensively. The priority issues
+include what the detection checks found (:mod:`pytest_quaero.report.locks`).
 """
 
 from __future__ import annotations
 
 from pytest_quaero.core.settings import format_duration
 from pytest_quaero.report.figures import ReportFigures, Run, find_verdict
+from pytest_quaero.report.locks import STALLS, detection_checks
 from pytest_quaero.report.wording import FAIL_ICON, NONE_ICON, duration, mark, names, not_measured, pct, worker_name
 
 __all__ = [
@@ -110,7 +112,7 @@ def edge_cases(figures: ReportFigures) -> list[str]:
     lines.append("- **Database Connection Pooling:** " + not_measured(
         "every worker and producer opens its own connection; pool efficiency is not instrumented by any option"))
     lines.append("- **Memory Usage:** " + not_measured("pytest-quaero does not sample memory; no option measures it"))
-    lines += ["", "---", ""]
+    lines.append("")  # Detection Checks (sections.locks) follows and closes Observations
     return lines
 
 
@@ -178,6 +180,10 @@ def priority_issues(figures: ReportFigures) -> list[str]:
             medium.append(f"{label}: {r.redeliveries} messages were delivered more than once")
         if r.dead_messages:
             medium.append(f"{label}: {r.dead_messages} messages died after max_receive")
+        for check in detection_checks(r):
+            if check.found:
+                # a stall costs time; every other finding is a message or job handled wrongly
+                (medium if check.name == STALLS else high).append(f"{label}: {check.name}: {check.brief}")
         low_workers = [w for w in r.workers if w.start_offset is not None and w.utilization < UTILIZATION_TARGET]
         unstarted = [worker_name(w) for w in r.workers if w.start_offset is None]
         if unstarted:
@@ -187,8 +193,10 @@ def priority_issues(figures: ReportFigures) -> list[str]:
             low.append(f"{label}: worker utilization below the template's {UTILIZATION_TARGET:.0f}% target ("
                        + ", ".join(f"{worker_name(w)} {pct(w.utilization)}" for w in low_workers) + ")")
     checks = {
-        "High Priority Issues": (high, "escaped lock errors, fast lock errors, job/producer/worker errors, timeouts"),
-        "Medium Priority Issues": (medium, "lock errors absorbed by retries, redeliveries, dead messages"),
+        "High Priority Issues": (high, "escaped lock errors, fast lock errors, job/producer/worker errors, timeouts, "
+                                       "wrong acks, sends before their row, silent writes, lost and unfinished jobs"),
+        "Medium Priority Issues": (medium, "lock errors absorbed by retries, redeliveries, dead messages, "
+                                           "stalled receives"),
         "Low Priority Issues": (low, f"worker utilization below {UTILIZATION_TARGET:.0f}%"),
     }
     lines: list[str] = []

@@ -1,0 +1,73 @@
+"""Write Lock Hold and Wait (under Database Lock Resilience) and Detection Checks (under Observations).
+
+Neither is in the team's template; they sit where the template talks about the same
+thing: the write lock next to the SQLITE_BUSY analysis and the retries, the per-message
+checks next to the behaviour the run confirmed. The figures and their wording come
+from :mod:`pytest_quaero.report.locks`, shared with the HTML and terminal reports.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from pytest_quaero.report.figures import ReportFigures, expected_jobs, section_names
+from pytest_quaero.report.locks import HOLD_WAIT_MEANING, LockTable, detection_checks, lock_table
+from pytest_quaero.report.wording import FAIL_ICON, PASS_ICON, cell, not_measured, not_run
+
+__all__ = ["detection_section", "write_lock_section"]
+
+_NO_SCENARIO = "no scenario ran (--quaero-scenario)"
+
+
+def _markdown_table(table: LockTable) -> list[str]:
+    lines = ["| " + " | ".join(table.HEADERS) + " |",
+             "|" + "|".join("---" for _ in table.HEADERS) + "|"]
+    lines += ["| " + " | ".join(cell(c) for c in table.cells(row)) + " |" for row in table.rows]
+    return lines
+
+
+def _each_run(figures: ReportFigures, render: Callable[[str, Any], list[str]]) -> list[str]:
+    """``render(heading, run)`` for every run in template order; a scenario not run says so."""
+    lines: list[str] = []
+    for name in section_names(figures.groups):
+        runs = figures.groups.get(name, [])
+        if not runs:
+            lines += [f"**{name.capitalize()} Load ({expected_jobs(name, runs)} jobs):** {not_run(name)}", ""]
+        for run in runs:
+            lines += render(f"**{run.label.capitalize()} Load ({run.result.total_jobs} jobs):**", run)
+    return lines
+
+
+def _lock_lines(heading: str, run: Any) -> list[str]:
+    table = lock_table(run.result)
+    if table.missing:
+        return [f"{heading} {table.missing}", ""]
+    return [f"{heading} {table.connections} connections observed", "", *_markdown_table(table), ""]
+
+
+def _detection_lines(heading: str, run: Any) -> list[str]:
+    lines = [heading]
+    for check in detection_checks(run.result):
+        icon = "" if check.found is None else (FAIL_ICON if check.found else PASS_ICON) + " "
+        lines.append(f"- {icon}**{check.name}:** {check.text}")
+    return [*lines, ""]
+
+
+def write_lock_section(figures: ReportFigures) -> list[str]:
+    """Each run's write-lock table: per operation, hold and writer wait p50/p95/max, statements, lock errors."""
+    lines = ["#### Write Lock Hold and Wait", "", HOLD_WAIT_MEANING, ""]
+    if not figures.results:
+        return [*lines, not_measured(_NO_SCENARIO), ""]
+    return lines + _each_run(figures, _lock_lines)
+
+
+def detection_section(figures: ReportFigures) -> list[str]:
+    """What the per-message checks found in each run; "none" where they found nothing."""
+    lines = ["### Detection Checks", "",
+             "Checked on every message and job while the run went on: each ack against the message it was given, "
+             "receives that came back empty while a message stayed visible, sends made before their job row, "
+             "status writes that changed no row, and jobs acked but never finished.", ""]
+    if not figures.results:
+        return [*lines, not_measured(_NO_SCENARIO), "", "---", ""]
+    return [*lines, *_each_run(figures, _detection_lines), "---", ""]
