@@ -56,7 +56,7 @@ def test_a_regression_fails_the_regression_item_with_a_table(pytester: pytest.Py
     result.stdout.fnmatch_lines([
         "*_ quaero[[]light[]]::regression _*",
         "quaero[[]light[]] Regression vs Baseline: measured throughput * vs 100000.0 jobs/s (-*%), "
-        "required throughput:10%",
+        "required throughput:10%, counts per job exact",
         "metric*before*now*change*limit*status",
         "throughput*100000.0 jobs/s*>= 90000.0 jobs/s (-10%)*FAIL",
         "FAILED quaero[[]light[]]::regression - *",

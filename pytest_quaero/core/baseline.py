@@ -283,7 +283,9 @@ def _result_of(entry: Mapping[str, Any], where: str) -> RunResult:
         result = RunResult.from_dict(dict(entry))
         scenario_key(result)
         for metric in METRICS.values():
-            float(metric.value(result))
+            value = metric.value(result)
+            if value is not None:  # None: counts a result from before they were kept does not have
+                float(value)
     except (TypeError, KeyError, ValueError, AttributeError, ArithmeticError) as exc:
         raise BaselineError(f"{where} cannot be read as a scenario result ({type(exc).__name__}: {exc})") from None
     return result

@@ -26,6 +26,7 @@ __all__ = [
     "Metric",
     "MetricRow",
     "compare",
+    "default_rules",
     "format_table",
     "parse_rules",
     "scenario_key",
@@ -48,9 +49,11 @@ class Metric:
     unit: str
     #: True when a higher value is a regression (time, retries); False for throughput
     higher_is_worse: bool
-    value: Callable[[RunResult], float]
+    value: Callable[[RunResult], float | None]
     #: seconds: absolute limits may be written as durations (``p95:+50ms``)
     is_duration: bool = False
+    #: counted, not timed (:mod:`~pytest_quaero.core.counts`): gated exactly unless a rule says otherwise
+    counted: bool = False
 
     def format(self, value: float | None) -> str:
         if value is None:
@@ -59,6 +62,8 @@ class Metric:
             return f"{value * 1000:.1f}ms" if value < 1 else f"{value:.2f}s"
         if self.unit == "jobs/s":
             return f"{value:.1f} jobs/s"
+        if self.counted:
+            return f"{value:.4g}"
         return f"{value:g}"
 
 
@@ -67,6 +72,26 @@ def _retries(result: RunResult) -> float:
     totals = result.retry_totals
     return float(max(0, totals.attempts - totals.operations))
 
+
+def _counted(key: str, scope: str = "per_job") -> Callable[[RunResult], float | None]:
+    def value(result: RunResult) -> float | None:
+        counts = result.extra.get("counts") if isinstance(result.extra, dict) else None
+        if not counts:
+            return None  # a result from before counts were kept: nothing to compare
+        return float(counts[scope][key])
+
+    return value
+
+
+#: the counted metrics, each gated exactly (``+0``) by default when a baseline is compared
+COUNTED = (
+    Metric("statements_per_job", "SQL Statements per Job", "", True, _counted("statements"), counted=True),
+    Metric("write_transactions_per_job", "Write Transactions per Job", "", True, _counted("write_transactions"),
+           counted=True),
+    Metric("rows_changed_per_job", "Rows Changed per Job", "", True, _counted("rows_changed"), counted=True),
+    Metric("rollbacks_per_job", "Rollbacks per Job", "", True, _counted("rollbacks"), counted=True),
+    Metric("connections", "Connections Opened", "", True, _counted("connections", "total"), counted=True),
+)
 
 METRICS: dict[str, Metric] = {
     metric.name: metric
@@ -79,6 +104,7 @@ METRICS: dict[str, Metric] = {
         Metric("retries", "Retries", "", True, _retries),
         Metric("busy_errors", "SQLITE_BUSY Errors", "", True, lambda r: float(r.busy_errors)),
         Metric("redeliveries", "Redeliveries", "", True, lambda r: float(r.redeliveries)),
+        *COUNTED,
     )
 }
 _ALIASES = {"busy": "busy_errors", "latency": "latency_p95", "time": "execution_time", "retry": "retries"}
@@ -133,6 +159,8 @@ def _parse_limit(metric: Metric, text: str, where: str) -> tuple[str, float]:
         if value < 0 or not math.isfinite(value):
             raise BaselineError(f"{where}: a percentage must be >= 0")
         return "percent", value
+    if re.fullmatch(r"\d+(\.\d+)?", limit) and metric.counted:
+        limit = "+" + limit  # statements_per_job:0 reads as "not one more"
     if not limit.startswith("+"):
         raise BaselineError(
             f"{where}: write a relative limit as N% (e.g. {metric.name}:10%) or an absolute one as +N "
@@ -226,7 +254,7 @@ class Comparison:
     def summary(self) -> str:
         gated = [row for row in self.rows if row.passed is not None]
         if not gated:
-            return "no --quaero-compare-fail rule; shown for information"
+            return "nothing to gate (no counts in the baseline, no --quaero-compare-fail rule)"
         if self.regressed:
             return "; ".join(f"{row.metric} {row.now_text} vs {row.before_text} ({row.change})"
                              for row in self.regressions)
@@ -239,18 +267,53 @@ def _change(before: float, now: float) -> str:
     return f"{(now - before) / before * 100:+.1f}%"
 
 
+def default_rules() -> list[CompareRule]:
+    """Every counted metric exactly: one more statement, transaction, row or connection is a regression."""
+    return [CompareRule(metric, "absolute", 0.0, f"{metric.name}:+0") for metric in COUNTED]
+
+
 def compare(before: RunResult, now: RunResult, rules: Sequence[CompareRule]) -> Comparison:
-    """Every metric before and now; the ruled ones pass or fail, in the rules' direction."""
-    ruled = {rule.metric.name: rule for rule in rules}
+    """Every metric before and now; the ruled ones pass or fail, in the rules' direction.
+
+    The counted metrics are gated exactly (:func:`default_rules`) unless ``rules`` names them;
+    a baseline without counts (recorded before they were kept) leaves them ungated.
+    """
+    ruled = {rule.metric.name: rule for rule in (*default_rules(), *rules)}
     comparison = Comparison(scenario_key(now))
     for metric in METRICS.values():
-        old, new = float(metric.value(before)), float(metric.value(now))
+        old_value, new_value = metric.value(before), metric.value(now)
         rule = ruled.get(metric.name)
+        if old_value is None or new_value is None:
+            comparison.rows.append(MetricRow(metric.name, metric.title, 0.0, 0.0,
+                                             metric.format(old_value), metric.format(new_value), "-",
+                                             "not counted in both runs" if rule else "", None))
+            continue
+        old, new = float(old_value), float(new_value)
+        change = _change(old, new)
+        if metric.counted and new != old:
+            change += _where_counts_moved(before, now)
         comparison.rows.append(MetricRow(
-            metric.name, metric.title, old, new, metric.format(old), metric.format(new), _change(old, new),
+            metric.name, metric.title, old, new, metric.format(old), metric.format(new), change,
             rule.describe_bound(old) if rule else "", rule.passes(old, new) if rule else None,
         ))
     return comparison
+
+
+def _where_counts_moved(before: RunResult, now: RunResult) -> str:
+    """Which operation's which statements per job changed: `` (queue_receive: select +1 per job)``."""
+    old_ops = before.extra["counts"].get("operations", {})
+    new_ops = now.extra["counts"].get("operations", {})
+    old_jobs = max(1, int(before.extra["counts"].get("jobs", 1)))
+    new_jobs = max(1, int(now.extra["counts"].get("jobs", 1)))
+    moves = []
+    for op in sorted(set(old_ops) | set(new_ops)):
+        old, new = old_ops.get(op, {}), new_ops.get(op, {})
+        for key in ("select", "insert", "update", "delete", "begin", "commit", "rollback", "other", "connections"):
+            delta = new.get(key, 0) / new_jobs - old.get(key, 0) / old_jobs
+            if abs(delta) >= 1e-4:
+                unit = "connections" if key == "connections" else key
+                moves.append(f"{op}: {unit} {delta:+.4g} per job")
+    return f" ({'; '.join(moves[:4])})" if moves else ""
 
 
 _TABLE_HEADERS = ("metric", "before", "now", "change", "limit", "status")

@@ -4,6 +4,8 @@ One place turns a run's :class:`~pytest_quaero.core.instruments.Instruments` int
 result's ``extra`` entries that the criteria judge and the reports print:
 
 * ``locks``: statements, write transactions, lock hold and writer wait, per operation;
+* ``counts``: the successful path's statements, transactions, rows and connections, per job
+  (:mod:`~pytest_quaero.core.counts`), exact and so gated against a baseline without tolerance;
 * ``connections``: how many, from where, with which pragmas (read back from each);
 * ``hidden_busy``: lock errors the code under test swallowed, and stalls under a held lock;
 * ``acks``, ``stalls``, ``sends``, ``silent_writes``: the row-level checks
@@ -14,6 +16,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from pytest_quaero.core.counts import counts_from_locks
 from pytest_quaero.core.instruments import Instruments, hidden_busy, percentile
 from pytest_quaero.core.metrics import RunResult
 
@@ -36,6 +39,7 @@ def record_findings(result: RunResult, instruments: Instruments) -> None:
     found = instruments.findings()
     result.extra["connections"] = instruments.connection_summary()
     result.extra["locks"] = instruments.summary()
+    result.extra["counts"] = counts_from_locks(result.extra["locks"], result.total_jobs)
     result.extra["acks"] = {
         "checked": _count(found, "ack_checked"),
         "unchecked": _count(found, "ack_unchecked"),

@@ -117,8 +117,8 @@ class Gate:
         info: dict[str, Any] = {"key": key, "fingerprint": self.machine, "rules": [r.text for r in self.rules],
                                 "status": "", "rows": [], "messages": []}
         result.extra["baseline"] = info
-        required = ", ".join(r.text for r in self.rules) or (
-            "no --quaero-compare-fail rule" if self.compare_path else "- (saving only)")
+        required = (", ".join([*(r.text for r in self.rules), "counts per job exact"]) if self.compare_path
+                    else "- (saving only)")
         passed = True
         measured = ""
         detail = ""

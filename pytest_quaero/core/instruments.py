@@ -19,9 +19,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 __all__ = [
+    "ATTEMPT",
     "HARNESS_OPERATION",
+    "IDLE",
+    "RETRIED",
     "Instruments",
     "active",
+    "base_operation",
     "current_operation",
     "forget_last_busy",
     "hidden_busy",
@@ -57,9 +61,30 @@ class operation:
     def __enter__(self) -> None:
         self.previous = getattr(_thread, "operation", None)
         _thread.operation = self.name
+        _thread.serial = getattr(_thread, "serial", 0) + 1
 
     def __exit__(self, *exc_info: object) -> None:
         _thread.operation = self.previous
+
+
+#: the label suffixes an operation's statements are filed under when they are not its successful path
+RETRIED, IDLE = " (retried)", " (empty)"
+#: an attempt in progress, refiled under its operation (or RETRIED, IDLE) when it ends
+ATTEMPT = " (attempt)"
+
+
+def base_operation(label: str) -> str:
+    """``queue_receive (retried)`` -> ``queue_receive``."""
+    for suffix in (RETRIED, IDLE, ATTEMPT):
+        if label.endswith(suffix):
+            return label[: -len(suffix)]
+    return label
+
+
+def operation_serial() -> int:
+    """Changes each time this thread enters an operation: tells one attempt from the next of the same name."""
+    serial: int = getattr(_thread, "serial", 0)
+    return serial
 
 
 def current_operation() -> str:
@@ -101,14 +126,16 @@ def hidden_busy(locks: dict[str, Any], retry: dict[str, dict[str, Any]]) -> dict
     that catches "database is locked" and returns nothing, a library's own retry loop, a
     handler that swallows the error: each shows up here. The harness's own thread is left out.
     """
+    seen: Counter[str] = Counter()
+    for label, data in locks.get("operations", {}).items():
+        op = base_operation(label)
+        if op != HARNESS_OPERATION:
+            seen[op] += int(data.get("busy_errors", 0))
     hidden: dict[str, int] = {}
-    for op, data in locks.get("operations", {}).items():
-        if op == HARNESS_OPERATION:
-            continue
-        seen = int(data.get("busy_errors", 0))
+    for op, count in seen.items():
         counted = int(retry.get(op, {}).get("busy_events", 0))
-        if seen > counted:
-            hidden[op] = seen - counted
+        if count > counted:
+            hidden[op] = count - counted
     return {"total": sum(hidden.values()), "operations": hidden}
 
 
@@ -132,6 +159,33 @@ class _OpTally:
     rows_changed: int = 0
     #: SQLITE_BUSY/LOCKED raised to the code under test, by extended code, caught by it or not
     busy: Counter[str] = field(default_factory=Counter)
+    #: one-statement writes outside any transaction (goqite's receive, send, delete): write transactions too
+    autocommit_writes: int = 0
+    #: connections opened while this operation ran
+    connections: int = 0
+
+    def add(self, other: _OpTally) -> None:
+        self.hold.extend(other.hold)
+        self.wait.extend(other.wait)
+        self.statements.update(other.statements)
+        self.write_transactions += other.write_transactions
+        self.rollbacks += other.rollbacks
+        self.rows_changed += other.rows_changed
+        self.busy.update(other.busy)
+        self.autocommit_writes += other.autocommit_writes
+        self.connections += other.connections
+
+    def as_data(self) -> dict[str, Any]:
+        return {"hold": self.hold, "wait": self.wait, "statements": dict(self.statements),
+                "write_transactions": self.write_transactions, "rollbacks": self.rollbacks,
+                "rows_changed": self.rows_changed, "busy": dict(self.busy),
+                "autocommit_writes": self.autocommit_writes, "connections": self.connections}
+
+    @classmethod
+    def from_data(cls, data: dict[str, Any]) -> _OpTally:
+        return cls(list(data["hold"]), list(data["wait"]), Counter(data["statements"]), data["write_transactions"],
+                   data["rollbacks"], data["rows_changed"], Counter(data.get("busy", {})),
+                   int(data.get("autocommit_writes", 0)), int(data.get("connections", 0)))
 
 
 class Instruments:
@@ -173,20 +227,24 @@ class Instruments:
             shards = list(self._shards)
         for shard in shards:
             for name, tally in list(shard.items()):
-                into = total.setdefault(name, _OpTally())
-                into.hold.extend(tally.hold)
-                into.wait.extend(tally.wait)
-                into.statements.update(tally.statements)
-                into.write_transactions += tally.write_transactions
-                into.rollbacks += tally.rollbacks
-                into.rows_changed += tally.rows_changed
-                into.busy.update(tally.busy)
+                total.setdefault(name, _OpTally()).add(tally)
         return total
+
+    def refile(self, source: str, target: str) -> None:
+        """Move what this thread filed under ``source`` to ``target`` (an attempt's statements, once
+        it is known whether the attempt succeeded, was retried, or found nothing to do)."""
+        shard: dict[str, _OpTally] | None = getattr(self._local, "shard", None)
+        tally = shard.pop(source, None) if shard is not None else None
+        if tally is not None:
+            self._op(target).add(tally)
 
     def statement(self, op: str, kind: str, rows: int) -> None:
         tally = self._op(op)
         tally.statements[kind] += 1
         tally.rows_changed += rows
+
+    def rows(self, op: str, count: int) -> None:
+        self._op(op).rows_changed += count
 
     def transaction(self, op: str, hold: float | None, wait: float, rolled_back: bool) -> None:
         tally = self._op(op)
@@ -197,7 +255,10 @@ class Instruments:
         tally.rollbacks += int(rolled_back)
 
     def wait(self, op: str, seconds: float) -> None:
-        self._op(op).wait.append(seconds)
+        """An autocommit write: its time is wait (and hold) at once, and it is a write transaction."""
+        tally = self._op(op)
+        tally.wait.append(seconds)
+        tally.autocommit_writes += 1
 
     def busy(self, op: str, code: str) -> None:
         self._op(op).busy[code] += 1
@@ -217,9 +278,10 @@ class Instruments:
             return {kind: {"count": count, "examples": list(self.note_examples.get(kind, []))}
                     for kind, count in sorted(self.notes.items())}
 
-    def opened(self) -> None:
+    def opened(self, op: str = "other") -> None:
         with self._lock:
             self.connections += 1
+        self._op(op).connections += 1
 
     def configured(self, origin: str, configuration: tuple[int, str, str]) -> None:
         """A connection of ``origin`` (plugin, setup, user) runs with these pragmas, read back from it."""
@@ -254,19 +316,14 @@ class Instruments:
         with self._lock:
             notes, examples = dict(self.notes), {kind: list(found) for kind, found in self.note_examples.items()}
         return {"connections": self.connections, "notes": notes, "note_examples": examples,
-                "configurations": [[*key, count] for key, count in self.configurations.items()], "ops": {
-            name: {"hold": t.hold, "wait": t.wait, "statements": dict(t.statements),
-                   "write_transactions": t.write_transactions, "rollbacks": t.rollbacks,
-                   "rows_changed": t.rows_changed, "busy": dict(t.busy)}
-            for name, t in self.ops.items()}}
+                "configurations": [[*key, count] for key, count in self.configurations.items()],
+                "ops": {name: tally.as_data() for name, tally in self.ops.items()}}
 
     def merge(self, exported: dict[str, Any]) -> None:
         """Add another process's :meth:`export` (as a shard of its own)."""
         shard: dict[str, _OpTally] = {}
         for name, data in exported.get("ops", {}).items():
-            shard[name] = _OpTally(list(data["hold"]), list(data["wait"]), Counter(data["statements"]),
-                                   data["write_transactions"], data["rollbacks"], data["rows_changed"],
-                                   Counter(data.get("busy", {})))
+            shard[name] = _OpTally.from_data(data)
         with self._lock:
             self.connections += int(exported.get("connections", 0))
             self.notes.update(exported.get("notes", {}))
@@ -281,14 +338,16 @@ class Instruments:
 
     def summary(self) -> dict[str, Any]:
         """Per operation and in total: hold and wait p50/p95/max (ms), statements, transactions, rows."""
-        merged = self.ops
+        merged: dict[str, _OpTally] = {}
+        for name, tally in self.ops.items():
+            # a transaction an attempt began and another operation ended is the attempt's operation's
+            label = base_operation(name) if name.endswith(ATTEMPT) else name
+            merged.setdefault(label, _OpTally()).add(tally)
         ops = {name: _describe(t) for name, t in sorted(merged.items())}
-        every = list(merged.values())
-        total = _describe(_OpTally(
-            [h for t in every for h in t.hold], [w for t in every for w in t.wait],
-            sum((t.statements for t in every), Counter()), sum(t.write_transactions for t in every),
-            sum(t.rollbacks for t in every), sum(t.rows_changed for t in every),
-            sum((t.busy for t in every), Counter())))
+        everything = _OpTally()
+        for tally in merged.values():
+            everything.add(tally)
+        total = _describe(everything)
         return {"connections": self.connections, "total": total, "operations": ops}
 
 
@@ -312,6 +371,8 @@ def _describe(tally: _OpTally) -> dict[str, Any]:
         "rows_changed": tally.rows_changed,
         "busy_errors": sum(tally.busy.values()),
         "busy_codes": dict(sorted(tally.busy.items())),
+        "autocommit_writes": tally.autocommit_writes,
+        "connections": tally.connections,
     }
 
 

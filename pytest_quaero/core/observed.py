@@ -33,12 +33,15 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from pytest_quaero.core import ledger
 from pytest_quaero.core.instruments import (
+    ATTEMPT,
     Instruments,
     active,
+    base_operation,
     current_operation,
     instrumenting,
     note_failure,
     note_lock_error,
+    operation_serial,
 )
 
 if TYPE_CHECKING:
@@ -106,11 +109,15 @@ class ObservedConnection(sqlite3.Connection):
         self._lock_since: float | None = None  # when this connection got the write lock
         self._lock_wait = 0.0
         self._lock_op = "other"
+        #: total_changes after this connection's last statement, and that statement's operation
+        self._last_total = 0
+        self._last_op = "other"
+        self._last_serial = 0
         #: the ledger's triggers are on this connection (0: not yet; tried again at a later write)
         self._armed = False
         self._arm_tries = 0
         if self._instruments is not None:
-            self._instruments.opened()
+            self._instruments.opened(current_operation())
             self._arm()
 
     def _arm(self) -> None:
@@ -152,6 +159,14 @@ class ObservedConnection(sqlite3.Connection):
         words = _words(sql)
         was_in = self.in_transaction
         changes = self.total_changes
+        if changes != self._last_total:
+            # an INSERT/UPDATE ... RETURNING counts its changes only once its rows are all fetched,
+            # after its execute() returned: they are that statement's operation's, not this one's (and
+            # an attempt that has ended was refiled already: its rows go to its operation)
+            last = self._last_op
+            if last.endswith(ATTEMPT) and self._last_serial != operation_serial():
+                last = base_operation(last)
+            instruments.rows(last, changes - self._last_total)
         started = time.perf_counter()
         result = None
         try:
@@ -208,6 +223,7 @@ class ObservedConnection(sqlite3.Connection):
             watch.armed += self._armed
         if not self._armed and keyword in _WRITES and not now_in:
             self._arm()  # opened before the schema existed, or met a lock while arming
+        self._last_total, self._last_op, self._last_serial = self.total_changes, op, operation_serial()
         takes_lock = keyword in _WRITES or (keyword == "BEGIN" and len(words) > 1
                                             and words[1] in ("IMMEDIATE", "EXCLUSIVE"))
         if now_in and self._lock_since is None and takes_lock:

@@ -17,7 +17,15 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from pytest_quaero.core.instruments import forget_last_busy, last_busy_timeout_ms, operation
+from pytest_quaero.core.instruments import (
+    ATTEMPT,
+    IDLE,
+    RETRIED,
+    active,
+    forget_last_busy,
+    last_busy_timeout_ms,
+    operation,
+)
 from pytest_quaero.core.log import get_logger
 
 __all__ = ["OpStats", "Retrier", "classify", "merge_stats", "transaction"]
@@ -137,7 +145,17 @@ class Retrier:
         self._on_busy = on_busy
         self._log = get_logger(name)
 
-    def call(self, op: str, fn: Callable[[], T], subject: str = "") -> T:
+    def call(self, op: str, fn: Callable[[], T], subject: str = "", *,
+             idle: Callable[[T], bool] | None = None) -> T:
+        """``fn()``, retried on SQLITE_BUSY/LOCKED with exponential backoff, each attempt counted.
+
+        What the observed connections did in an attempt is filed under ``op`` only when the
+        attempt succeeded: a failed attempt's statements go to ``op (retried)``, and a successful
+        one that ``idle(result)`` says found nothing to do (an empty receive) to ``op (empty)``,
+        so the successful path's counts per job do not depend on timing.
+        """
+        instruments = active()
+        attempt_label = op + ATTEMPT
         stats = self.stats.get(op)
         if stats is None:
             stats = self.stats[op] = OpStats()
@@ -149,9 +167,11 @@ class Retrier:
             started = time.monotonic()
             forget_last_busy()
             try:
-                with operation(op):
+                with operation(attempt_label):
                     result = fn()
             except sqlite3.Error as exc:
+                if instruments is not None:
+                    instruments.refile(attempt_label, op + RETRIED)
                 code = classify(exc)
                 if code is None:
                     stats.other_errors += 1
@@ -181,6 +201,12 @@ class Retrier:
                 attempt += 1
                 self._log.info("Retry attempt %d/%d for %s %s", attempt, self.attempts, op, subject)
                 continue
+            except BaseException:
+                if instruments is not None:
+                    instruments.refile(attempt_label, op + RETRIED)
+                raise
+            if instruments is not None:
+                instruments.refile(attempt_label, op + IDLE if idle is not None and idle(result) else op)
             if attempt > 1:
                 stats.successful_retries += 1
                 self._log.info("Successfully completed %s %s after retry", op, subject)

@@ -136,7 +136,7 @@ def worker_main(
         while not stop.is_set():
             receive_started = time.time()
             try:
-                message = retrier.call("queue_receive", endpoint.queue.receive)
+                message = retrier.call("queue_receive", endpoint.queue.receive, idle=_nothing)
             except sqlite3.Error as exc:
                 emit(("error", spec.index, f"receive: {classify(exc) or type(exc).__name__}: {exc}"))
                 stop.wait(settings.poll_interval)
@@ -163,6 +163,11 @@ def worker_main(
         emit(("stopped", spec.index, time.monotonic(), busy_seconds, retrier.snapshot()))
         checks.probe.close()
         endpoint.close()
+
+
+def _nothing(message: object) -> bool:
+    """An empty receive: a poll, not part of any job's work."""
+    return message is None
 
 
 class _Checks:

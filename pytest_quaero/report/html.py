@@ -1,4 +1,4 @@
-"""pytest-html integration: extra columns, criteria, write-lock and detection tables, charts, the environment.
+"""pytest-html integration: extra columns, criteria, write-lock, work and detection tables, charts, the environment.
 
 Registered by :func:`pytest_quaero.report.outputs.configure` only when pytest-html is active
 (its hooks would otherwise be unknown to pytest), and only in the process that writes
@@ -18,6 +18,7 @@ from __future__ import annotations
 import base64
 import io
 import platform
+import re
 import sqlite3
 from html import escape
 from typing import Any
@@ -26,11 +27,12 @@ import pytest
 
 from pytest_quaero.core.metrics import RunResult
 from pytest_quaero.core.results_json import plugin_version
+from pytest_quaero.report.counts import COUNTS_MEANING, count_table
 from pytest_quaero.report.locks import HOLD_WAIT_MEANING, detection_checks, lock_table
 from pytest_quaero.session import QuaeroSession
 
-__all__ = ["CHARTS_HINT", "COLUMNS", "HtmlIntegration", "criteria_table_html", "detection_html", "lock_table_html",
-           "render_charts"]
+__all__ = ["CHARTS_HINT", "COLUMNS", "HtmlIntegration", "counts_table_html", "criteria_table_html", "detection_html",
+           "lock_table_html", "render_charts"]
 
 #: (user property, column key, header); the key becomes pytest-html's sortable ``col-<key>``
 COLUMNS: tuple[tuple[str, str, str], ...] = (
@@ -72,20 +74,37 @@ _TABLE_STYLE = "border-collapse: collapse; margin: 0.5em 0"
 _CELL_STYLE = "border: 1px solid #999; padding: 2px 6px; text-align: left"
 
 
+def _bordered(css: str, headers: tuple[str, ...], rows: list[tuple[str, ...]]) -> str:
+    def row(cells: tuple[str, ...], tag: str) -> str:
+        return "<tr>" + "".join(f"<{tag} style=\"{_CELL_STYLE}\">{escape(c)}</{tag}>" for c in cells) + "</tr>"
+
+    body = "".join(row(cells, "td") for cells in rows)
+    return (f"<table class=\"{css}\" style=\"{_TABLE_STYLE}\"><thead>{row(headers, 'th')}</thead>"
+            f"<tbody>{body}</tbody></table>")
+
+
 def lock_table_html(result: RunResult, label: str) -> str:
     """The run's write-lock table (hold and writer wait per operation), bordered, or why it was not measured."""
     table = lock_table(result)
     heading = f"<h4>quaero[{escape(label)}] write lock</h4>"
     if table.missing:
         return f"<div class=\"quaero-locks\">{heading}<p>{escape(table.missing)}</p></div>"
-
-    def row(cells: tuple[str, ...], tag: str) -> str:
-        return "<tr>" + "".join(f"<{tag} style=\"{_CELL_STYLE}\">{escape(c)}</{tag}>" for c in cells) + "</tr>"
-
-    body = "".join(row(table.cells(r), "td") for r in table.rows)
+    rows = _bordered("quaero-locks-table", table.HEADERS, [table.cells(r) for r in table.rows])
     return (f"<div class=\"quaero-locks\">{heading}<p>{escape(HOLD_WAIT_MEANING)} {table.connections} connections "
-            f"observed.</p><table class=\"quaero-locks-table\" style=\"{_TABLE_STYLE}\"><thead>"
-            f"{row(table.HEADERS, 'th')}</thead><tbody>{body}</tbody></table></div>")
+            f"observed.</p>{rows}</div>")
+
+
+def counts_table_html(result: RunResult, label: str) -> str:
+    """The run's database work per job (statements, write transactions, rows, connections), bordered, or why not."""
+    table = count_table(result)
+    heading = f"<h4>quaero[{escape(label)}] database work per job</h4>"
+    if table.missing:
+        return f"<div class=\"quaero-counts\">{heading}<p>{escape(table.missing)}</p></div>"
+    # the sentence is written for Markdown: its `option` spans become code here too
+    meaning = re.sub(r"`([^`]+)`", r"<code>\1</code>", escape(COUNTS_MEANING))
+    not_gated = f"<p>{escape(table.not_gated)}</p>" if table.not_gated else ""
+    rows = _bordered("quaero-counts-table", table.HEADERS, [table.cells(r) for r in table.rows])
+    return f"<div class=\"quaero-counts\">{heading}<p>{meaning}</p>{rows}{not_gated}</div>"
 
 
 def detection_html(result: RunResult, label: str) -> str:
@@ -221,6 +240,7 @@ class HtmlIntegration:
             self.carriers[result.run_id] = report.nodeid
             added.append(extras.html(criteria_table_html(result, result.scenario)))
             added.append(extras.html(lock_table_html(result, result.scenario)))
+            added.append(extras.html(counts_table_html(result, result.scenario)))
             added.append(extras.html(detection_html(result, result.scenario)))
             try:
                 charts = render_charts(result)

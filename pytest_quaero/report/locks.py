@@ -28,6 +28,7 @@ from pytest_quaero.report.wording import not_measured, plural
 __all__ = [
     "HARNESS",
     "HOLD_WAIT_MEANING",
+    "OPERATION_LABELS",
     "OPERATION_ORDER",
     "STALLS",
     "Check",
@@ -44,7 +45,7 @@ STALLS = "Stalled receives"
 #: the queue's life cycle first (receive, ack), then the job store, then the rest
 OPERATION_ORDER = ("queue_receive", "queue_delete", "save_job", "progress_update", "create_child", "connect",
                    "handler")
-_LABELS = {
+OPERATION_LABELS = {
     "save_job": "save_job (mark_running)",
     "progress_update": "progress_update (finish_child)",
     HARNESS: "harness (the plugin's own thread: seeding checks, monitor, validation)",
@@ -125,7 +126,7 @@ def lock_table(result: RunResult) -> LockTable:
     others = sorted(op for op in operations if op not in OPERATION_ORDER and op != HARNESS)
     order = known + others + ([HARNESS] if HARNESS in operations else [])
     try:
-        rows = [_row(op, _LABELS.get(op, op), operations[op]) for op in order]
+        rows = [_row(op, OPERATION_LABELS.get(op, op), operations[op]) for op in order]
         if isinstance(locks.get("total"), Mapping):
             rows.append(_row("total", "all operations" + (" (harness included)" if HARNESS in operations else ""),
                              locks["total"]))

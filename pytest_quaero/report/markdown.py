@@ -51,6 +51,7 @@ SECTIONS: tuple[Section, ...] = (
     metrics.retry_success_rate,
     metrics.retry_attempts,
     locks.write_lock_section,  # (not in the template) the write lock, per operation
+    locks.work_per_job_section,  # (not in the template) the counted database work, per operation and job
     metrics.message_statistics,
     metrics.queue_under_load,
     metrics.relationship_validation,

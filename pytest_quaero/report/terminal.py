@@ -11,9 +11,12 @@ from typing import Any
 from pytest_quaero.core.baseline import format_table
 from pytest_quaero.core.fixes import comparison_lines
 from pytest_quaero.core.metrics import RunResult
+from pytest_quaero.report.counts import count_table, per_job
 from pytest_quaero.report.locks import detection_summary
+from pytest_quaero.report.wording import plural
 
 __all__ = [
+    "counts_line",
     "criteria_table",
     "detection_line",
     "gate_summary_lines",
@@ -56,6 +59,9 @@ def write_summary(terminalreporter: Any, results: list[RunResult]) -> None:
         locks = lock_line(result)
         if locks:
             terminalreporter.write_line(locks)
+        counts = counts_line(result)
+        if counts:
+            terminalreporter.write_line(counts)
         detected = detection_line(result)
         if detected:
             terminalreporter.write_line(detected, red=True)
@@ -80,6 +86,20 @@ def lock_line(result: RunResult) -> str:
     except (AttributeError, KeyError, TypeError, ValueError):
         # a reshaped entry (a result from another version) costs the line, never the summary
         return "  write lock: not measured: the lock measurements in this result have an unexpected shape"
+
+
+def counts_line(result: RunResult) -> str:
+    """The run's counted database work per job, in total, and what was left ungated; empty without counts."""
+    if result.extra.get("counts") is None:
+        return ""
+    table = count_table(result)
+    total = table.total
+    if total is None:
+        return f"  counts per job: {table.missing}"
+    kinds = total.kinds_text
+    return (f"  counts per job: {per_job(total.statements)} statements" + (f" ({kinds})" if kinds else "")
+            + f", {per_job(total.write_transactions)} write transactions, {per_job(total.rows_changed)} rows changed; "
+            f"{plural(total.connections, 'connection')}" + (f"; {table.not_gated}" if table.not_gated else ""))
 
 
 def detection_line(result: RunResult) -> str:

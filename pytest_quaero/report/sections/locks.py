@@ -1,9 +1,11 @@
-"""Write Lock Hold and Wait (under Database Lock Resilience) and Detection Checks (under Observations).
+"""Write Lock Hold and Wait and Database Work per Job (under Database Lock Resilience), Detection Checks
+(under Observations).
 
-Neither is in the team's template; they sit where the template talks about the same
-thing: the write lock next to the SQLITE_BUSY analysis and the retries, the per-message
-checks next to the behaviour the run confirmed. The figures and their wording come
-from :mod:`pytest_quaero.report.locks`, shared with the HTML and terminal reports.
+None is in the team's template; they sit where the template talks about the same
+thing: the write lock and the work behind it next to the SQLITE_BUSY analysis and the
+retries, the per-message checks next to the behaviour the run confirmed. The figures and
+their wording come from :mod:`pytest_quaero.report.locks` and
+:mod:`pytest_quaero.report.counts`, shared with the HTML and terminal reports.
 """
 
 from __future__ import annotations
@@ -11,11 +13,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from pytest_quaero.report.counts import COUNTS_MEANING, count_table
 from pytest_quaero.report.figures import ReportFigures, expected_jobs, section_names
 from pytest_quaero.report.locks import HOLD_WAIT_MEANING, LockTable, detection_checks, lock_table
 from pytest_quaero.report.wording import FAIL_ICON, PASS_ICON, cell, not_measured, not_run
 
-__all__ = ["detection_section", "write_lock_section"]
+__all__ = ["detection_section", "work_per_job_section", "write_lock_section"]
 
 _NO_SCENARIO = "no scenario ran (--quaero-scenario)"
 
@@ -46,6 +49,15 @@ def _lock_lines(heading: str, run: Any) -> list[str]:
     return [f"{heading} {table.connections} connections observed", "", *_markdown_table(table), ""]
 
 
+def _count_lines(heading: str, run: Any) -> list[str]:
+    table = count_table(run.result)
+    if table.missing:
+        return [f"{heading} {table.missing}", ""]
+    lines = [heading, "", "| " + " | ".join(table.HEADERS) + " |", "|" + "|".join("---" for _ in table.HEADERS) + "|"]
+    lines += ["| " + " | ".join(cell(c) for c in table.cells(row)) + " |" for row in table.rows]
+    return [*lines, ""] + ([table.not_gated, ""] if table.not_gated else [])
+
+
 def _detection_lines(heading: str, run: Any) -> list[str]:
     lines = [heading]
     for check in detection_checks(run.result):
@@ -60,6 +72,14 @@ def write_lock_section(figures: ReportFigures) -> list[str]:
     if not figures.results:
         return [*lines, not_measured(_NO_SCENARIO), ""]
     return lines + _each_run(figures, _lock_lines)
+
+
+def work_per_job_section(figures: ReportFigures) -> list[str]:
+    """Each run's counted database work per job, by operation, and the timing-dependent statements left out."""
+    lines = ["#### Database Work per Job", "", COUNTS_MEANING, ""]
+    if not figures.results:
+        return [*lines, not_measured(_NO_SCENARIO), ""]
+    return lines + _each_run(figures, _count_lines)
 
 
 def detection_section(figures: ReportFigures) -> list[str]:
