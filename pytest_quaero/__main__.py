@@ -88,6 +88,8 @@ def _compare(args: argparse.Namespace) -> int:
             print(f"{key}: no baseline in {args.old}" + (" (required)" if args.require_baseline else ""))
             continue
         result = compare(old, new, rules)
+        for warning in result.warnings:
+            print(f"warning: {warning}", file=sys.stderr)
         status = "REGRESSION" if result.regressed else "ok"
         print(f"{key}: {status} - {result.summary()}")
         for line in format_table(result.rows):

@@ -17,6 +17,7 @@ from typing import Any
 
 from pytest_quaero.core.fields import parse_duration
 from pytest_quaero.core.metrics import RunResult
+from pytest_quaero.core.noise import band
 
 __all__ = [
     "METRICS",
@@ -223,6 +224,8 @@ class MetricRow:
     limit: str
     #: None when no rule gates this metric (shown for information only)
     passed: bool | None
+    #: how far the two runs may differ from noise alone (time metrics; see core/noise.py), e.g. "±7.1%"
+    noise: str = ""
 
     @property
     def status(self) -> str:
@@ -232,7 +235,7 @@ class MetricRow:
         return {
             "metric": self.metric, "title": self.title, "before": self.before, "now": self.now,
             "before_text": self.before_text, "now_text": self.now_text, "change": self.change,
-            "limit": self.limit, "passed": self.passed, "status": self.status,
+            "limit": self.limit, "passed": self.passed, "status": self.status, "noise": self.noise,
         }
 
 
@@ -242,6 +245,8 @@ class Comparison:
 
     key: str
     rows: list[MetricRow] = field(default_factory=list)
+    #: rules tighter than the noise the two runs measured: they would call noise a regression
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def regressions(self) -> list[MetricRow]:
@@ -292,11 +297,24 @@ def compare(before: RunResult, now: RunResult, rules: Sequence[CompareRule]) -> 
         change = _change(old, new)
         if metric.counted and new != old:
             change += _where_counts_moved(before, now)
+        spread = band(_noise(before, metric.name), _noise(now, metric.name))
+        passed = rule.passes(old, new) if rule else None
+        if passed is False and spread is not None and old and abs(new - old) / abs(old) * 100 <= spread:
+            passed = True  # worse by less than the two runs' own noise: not a regression anyone can tell
+        if rule is not None and rule.kind == "percent" and spread is not None and rule.limit < spread:
+            comparison.warnings.append(
+                f"{comparison.key}: {rule.text} is tighter than the noise these two runs measured of "
+                f"{metric.name} (±{spread:.1f}%): it fails only beyond that; gate counts instead (exact)")
         comparison.rows.append(MetricRow(
             metric.name, metric.title, old, new, metric.format(old), metric.format(new), change,
-            rule.describe_bound(old) if rule else "", rule.passes(old, new) if rule else None,
+            rule.describe_bound(old) if rule else "", passed, f"±{spread:.1f}%" if spread is not None else "",
         ))
     return comparison
+
+
+def _noise(result: RunResult, metric: str) -> float | None:
+    value = result.extra.get("noise", {}).get(metric) if isinstance(result.extra, dict) else None
+    return float(value) if value is not None else None
 
 
 def _where_counts_moved(before: RunResult, now: RunResult) -> str:
@@ -316,18 +334,18 @@ def _where_counts_moved(before: RunResult, now: RunResult) -> str:
     return f" ({'; '.join(moves[:4])})" if moves else ""
 
 
-_TABLE_HEADERS = ("metric", "before", "now", "change", "limit", "status")
+_TABLE_HEADERS = ("metric", "before", "now", "change", "noise", "limit", "status")
 
 
 def format_table(rows: Sequence[MetricRow] | Sequence[Mapping[str, Any]], *, gated_only: bool = False) -> list[str]:
-    """Aligned text lines: metric, before, now, change, limit, status."""
+    """Aligned text lines: metric, before, now, change, noise, limit, status."""
     cells: list[tuple[str, ...]] = []
     for row in rows:
         data = row.as_dict() if isinstance(row, MetricRow) else row
         if gated_only and data["passed"] is None:
             continue
-        cells.append((data["metric"], data["before_text"], data["now_text"], data["change"], data["limit"] or "-",
-                      data["status"]))
+        cells.append((data["metric"], data["before_text"], data["now_text"], data["change"], data.get("noise") or "-",
+                      data["limit"] or "-", data["status"]))
     widths = [max(len(line[i]) for line in [_TABLE_HEADERS, *cells]) for i in range(len(_TABLE_HEADERS))]
     return ["  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip()
             for line in [_TABLE_HEADERS, *cells]]

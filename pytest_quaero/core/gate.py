@@ -141,6 +141,7 @@ class Gate:
                                                 "as the baseline")
                 else:
                     comparison = compare(found.result, result, self.rules)
+                    info["messages"].extend(comparison.warnings)
                     info.update(status="compared", saved_at=found.saved, regressed=comparison.regressed,
                                 rows=[row.as_dict() for row in comparison.rows])
                     measured = comparison.summary()

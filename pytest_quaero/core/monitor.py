@@ -58,6 +58,8 @@ class Tally:
         self.failed: set[str] = set()
         self.duplicates: list[str] = []
         self.processing_times: list[float] = []
+        #: when each completed job finished (monotonic): the run splits itself by these to measure its noise
+        self.done_at: list[float] = []
         self.latencies: list[float] = []
         self.redeliveries = 0
         self.job_errors = 0
@@ -97,6 +99,7 @@ class Tally:
                     # Rounded here, as the result stores them, so _record keeps these lists
                     # instead of building a second copy of each at the run's peak memory.
                     self.processing_times.append(round(done_at - received_at, 6))
+                    self.done_at.append(done_at)
                     self.latencies.append(round(latency, 6))
                 elif outcome == "failed":
                     self.failed.add(job_id)

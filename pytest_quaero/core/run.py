@@ -24,7 +24,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from pytest_quaero.core import db, integrity
+from pytest_quaero.core import db, integrity, noise
 from pytest_quaero.core.disturbance import Disturbance, RunContext
 from pytest_quaero.core.findings import record_findings, scheduling_delays
 from pytest_quaero.core.instruments import HARNESS_OPERATION, operation
@@ -212,6 +212,7 @@ def run_scenario(
                 instruments.merge(part)
             record_findings(result, instruments)
             result.extra["scheduling"] = scheduling_delays(tally.wake_delays)
+            result.extra["noise"] = noise.measure(tally.done_at, tally.processing_times, tally.latencies)
             for disturbance in started:
                 disturbance.record(result)
             timeline.sort(key=lambda entry: entry["offset"])
