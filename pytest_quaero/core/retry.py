@@ -28,7 +28,14 @@ from pytest_quaero.core.instruments import (
 )
 from pytest_quaero.core.log import get_logger
 
-__all__ = ["OpStats", "Retrier", "classify", "merge_stats", "transaction"]
+__all__ = [
+    "OpStats",
+    "Retrier",
+    "classify",
+    "database_error",
+    "merge_stats",
+    "transaction",
+]
 
 T = TypeVar("T")
 
@@ -46,10 +53,41 @@ _EXTENDED_NAMES = {
 _LOCK_MESSAGES = ("database is locked", "database table is locked", "database schema is locked")
 
 
+#: how deep an exception chain is searched for the database error it wraps
+_CHAIN_DEPTH = 8
+
+
+def database_error(exc: BaseException) -> sqlite3.Error | None:
+    """The ``sqlite3.Error`` that ``exc`` is or wraps, else None.
+
+    ORMs and task libraries raise their own exception types (Django's and SQLAlchemy's
+    ``OperationalError`` are no ``sqlite3.Error``) with the driver's error as ``.orig``,
+    ``__cause__`` (``raise ... from``) or ``__context__``: followed a few links deep.
+    """
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    for _ in range(_CHAIN_DEPTH):
+        if current is None or id(current) in seen:
+            return None
+        if isinstance(current, sqlite3.Error):
+            return current
+        seen.add(id(current))
+        orig = getattr(current, "orig", None)
+        if isinstance(orig, BaseException):
+            current = orig
+        elif current.__cause__ is not None or current.__suppress_context__:  # `raise ... from None`: not it
+            current = current.__cause__
+        else:
+            current = current.__context__
+    return None
+
+
 def classify(exc: BaseException) -> str | None:
-    """``'SQLITE_BUSY_SNAPSHOT'`` for a lock error, ``None`` for anything else."""
-    if not isinstance(exc, sqlite3.Error):
+    """``'SQLITE_BUSY_SNAPSHOT'`` for a lock error (or an exception wrapping one), ``None`` for anything else."""
+    found = database_error(exc)
+    if found is None:
         return None
+    exc = found
     code = getattr(exc, "sqlite_errorcode", None)
     if code is not None:
         if code & 0xFF not in (SQLITE_BUSY, SQLITE_LOCKED):
@@ -169,9 +207,11 @@ class Retrier:
             try:
                 with operation(attempt_label):
                     result = fn()
-            except sqlite3.Error as exc:
+            except Exception as exc:
                 if instruments is not None:
                     instruments.refile(attempt_label, op + RETRIED)
+                if database_error(exc) is None:
+                    raise  # not the database's: the caller's business, uncounted
                 code = classify(exc)
                 if code is None:
                     stats.other_errors += 1

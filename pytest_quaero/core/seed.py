@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import functools
 import os
-import sqlite3
 import threading
 import time
 from typing import Any
@@ -19,7 +18,7 @@ from typing import Any
 from pytest_quaero.core import db, integrity
 from pytest_quaero.core.jobs import encode_job
 from pytest_quaero.core.queue import create_schema as create_queue_schema
-from pytest_quaero.core.retry import Retrier, classify
+from pytest_quaero.core.retry import Retrier, classify, database_error
 from pytest_quaero.core.scenarios import Scenario
 from pytest_quaero.core.settings import Settings
 from pytest_quaero.core.store import create_schema as create_store_schema
@@ -98,7 +97,9 @@ class Producers:
                 try:
                     retrier.call("create_child", create, cid)
                     sent += 1
-                except sqlite3.Error as exc:
+                except Exception as exc:
+                    if database_error(exc) is None:
+                        raise
                     errors.append(f"{name} child {cid}: {classify(exc) or type(exc).__name__}: {exc}")
         except Exception as exc:  # noqa: BLE001 - a user's queue or store may raise anything; the run reports it
             errors.append(f"{name}: {classify(exc) or type(exc).__name__}: {exc}")

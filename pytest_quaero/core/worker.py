@@ -42,7 +42,7 @@ from pytest_quaero.core.log import TemplateFormatter, WorkerLog, get_logger, log
 from pytest_quaero.core.observed import observing
 from pytest_quaero.core.probe import MISSING, Probe
 from pytest_quaero.core.queue import Message, Queue
-from pytest_quaero.core.retry import Retrier, classify
+from pytest_quaero.core.retry import Retrier, classify, database_error
 from pytest_quaero.core.settings import Settings
 from pytest_quaero.core.store import JobStore
 
@@ -137,7 +137,9 @@ def worker_main(
             receive_started = time.time()
             try:
                 message = retrier.call("queue_receive", endpoint.queue.receive, idle=_nothing)
-            except sqlite3.Error as exc:
+            except Exception as exc:
+                if database_error(exc) is None:
+                    raise  # the queue itself broke: the worker crashes and says so
                 emit(("error", spec.index, f"receive: {classify(exc) or type(exc).__name__}: {exc}"))
                 stop.wait(settings.poll_interval)
                 continue
@@ -250,6 +252,9 @@ def _run_job(
         log.error("Database error on %s, message left for redelivery: %s", job.job_id, exc)
         return "error"
     except Exception as exc:  # noqa: BLE001 - whatever a user's handler raises, goqite leaves the message for redelivery
+        if database_error(exc) is not None:  # an ORM's own error type wrapping sqlite3's
+            log.error("Database error on %s, message left for redelivery: %s", job.job_id, exc)
+            return "error"
         return _handler_failed(job, message, exc, endpoint, retrier, context, log)
     try:
         with watching() as finished:
@@ -258,7 +263,9 @@ def _run_job(
             )
         with acking(message.id) as ack:
             retrier.call("queue_delete", lambda: queue.delete(message.id), job.job_id)
-    except sqlite3.Error as exc:
+    except Exception as exc:
+        if database_error(exc) is None:
+            raise
         log.error("Database error finishing %s, message left for redelivery: %s", job.job_id, exc)
         return "error"
     checks.ack(message.id, ack.ack_verdict(), ack.removed)
@@ -290,7 +297,9 @@ def _handler_failed(
         log.warning("Job %s failed (delivery %d/%d), left for redelivery: %s", job.job_id, message.received,
                     context.settings.max_receive, error)
         retrier.call("save_job", lambda: store.record_attempt_failure(job.job_id, error), job.job_id)
-    except sqlite3.Error as db_exc:
+    except Exception as db_exc:
+        if database_error(db_exc) is None:
+            raise
         log.error("Database error recording the failure of %s: %s", job.job_id, db_exc)
         return "error"
     return "retry"
