@@ -224,7 +224,7 @@ def test_a_database_failing_at_run_time_is_one_error_per_scenario_and_kept(pytes
     # a project test that runs before the scenario and ruins the file the up-front check accepted
     pytester.makepyfile(test_first=f"def test_ruin():\n    open({str(path)!r}, 'r+b').write(b'x' * 100)\n")
     result = run_pytest(pytester, "--quaero-scenario=light", f"--quaero-db={path}", "-rs", *FAST, *RELAXED)
-    result.assert_outcomes(passed=1, errors=1, skipped=8)
+    result.assert_outcomes(passed=1, errors=1, skipped=9)
     out = result.stdout.str()
     assert "Traceback" not in out and "def _prepare" not in out
     result.stdout.fnmatch_lines([
@@ -278,7 +278,7 @@ def test_a_second_run_on_the_same_db_is_told_another_run_uses_it(pytester: pytes
         first.stdin.close()
         first.wait(30)
     # the holder is gone: the lock it left is no one's, and a run goes ahead (and tidies the lock away)
-    run_pytest(pytester, "--quaero-scenario=light", f"--quaero-db={path}", *FAST, *RELAXED).assert_outcomes(passed=9)
+    run_pytest(pytester, "--quaero-scenario=light", f"--quaero-db={path}", *FAST, *RELAXED).assert_outcomes(passed=10)
     assert not Path(f"{path}.lock").exists()
 
 

@@ -66,11 +66,11 @@ def run_pytest(pytester: pytest.Pytester, *args: str) -> pytest.RunResult:
 
 
 def test_the_same_queue_passes_the_counted_gate(pytester: pytest.Pytester) -> None:
-    run_pytest(pytester, "--quaero-save-baseline=base.json").assert_outcomes(passed=10)
+    run_pytest(pytester, "--quaero-save-baseline=base.json").assert_outcomes(passed=11)
     stored = json.loads((pytester.path / "base.json").read_text())["results"][0]["extra"]["counts"]
     assert stored["per_job"]["statements"] > 0 and stored["total"]["connections"] > 0
     again = run_pytest(pytester, "--quaero-baseline=base.json", "-rA")
-    again.assert_outcomes(passed=10)
+    again.assert_outcomes(passed=11)
     again.stdout.fnmatch_lines(["*statements_per_job*+0*PASS*", "*connections*+0*PASS*"])
 
 
@@ -80,19 +80,19 @@ def test_the_same_queue_passes_the_counted_gate(pytester: pytest.Pytester) -> No
 ], ids=["one-select-per-job", "one-connection-per-job"])
 def test_one_more_per_job_fails_the_counted_gate(pytester: pytest.Pytester, source: str, metric: str,
                                                  moved: str) -> None:
-    run_pytest(pytester, "--quaero-save-baseline=base.json").assert_outcomes(passed=10)
+    run_pytest(pytester, "--quaero-save-baseline=base.json").assert_outcomes(passed=11)
     pytester.makeconftest(textwrap.dedent(source))
     result = run_pytest(pytester, "--quaero-baseline=base.json")  # no --quaero-compare-fail rule at all
-    result.assert_outcomes(passed=9, failed=1)
+    result.assert_outcomes(passed=10, failed=1)
     failure = [line for line in result.outlines if line.startswith("quaero[light] Regression vs Baseline")]
     assert len(failure) == 1 and f"measured {metric} " in failure[0] and moved in failure[0], result.outlines
     # a tolerance for that count lets it through: the same grammar as the time rules
     tolerant = run_pytest(pytester, "--quaero-baseline=base.json", f"--quaero-compare-fail={metric}:+1000")
-    tolerant.assert_outcomes(passed=10)
+    tolerant.assert_outcomes(passed=11)
 
 
 def test_a_time_rule_tighter_than_the_noise_is_warned_about(pytester: pytest.Pytester) -> None:
-    run_pytest(pytester, "--quaero-save-baseline=base.json").assert_outcomes(passed=10)
+    run_pytest(pytester, "--quaero-save-baseline=base.json").assert_outcomes(passed=11)
     result = run_pytest(pytester, "--quaero-baseline=base.json", "--quaero-compare-fail=throughput:0.1%", "-rA")
     # the same queue: the criteria pass; the regression item may still fail, 1 time in 20, if the
     # machine moved throughput beyond 2x the noise both runs measured (that is what a 95% band means)

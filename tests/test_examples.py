@@ -69,7 +69,7 @@ def verdicts(run: subprocess.CompletedProcess[str], scenario: str) -> dict[str, 
 def test_minimal_project_light(tmp_path: Path) -> None:
     run = pytest_in(example(tmp_path, "minimal"), "--quaero-scenario=light", *FAST, *RELAXED)
     assert run.returncode == 0, run.stdout + run.stderr
-    assert " 12 passed" in outcome(run)  # its 3 tests + the 9 criterion items
+    assert " 13 passed" in outcome(run)  # its 3 tests + the 10 criterion items
     assert "quaero[light] 5 x 20 = 100 jobs, 2 thread workers: PASS" in run.stdout
     assert "stagger 100ms" in run.stdout  # the command line won over the example's pyproject.toml
 
@@ -80,7 +80,7 @@ def test_minimal_project_medium_exactly_as_the_readme_says(tmp_path: Path) -> No
     run = pytest_in(example(tmp_path, "minimal"), "--quaero-scenario=medium")
     assert run.returncode == 0, run.stdout + run.stderr
     assert "quaero: scenarios medium; 2 workers (thread), stagger 500ms, busy_timeout 10000ms" in run.stdout
-    assert " 12 passed" in outcome(run)
+    assert " 13 passed" in outcome(run)
 
 
 # ---------------------------------------------------------------- the two queue libraries
@@ -105,7 +105,7 @@ def test_huey_passes_every_criterion(tmp_path: Path) -> None:
     pytest.importorskip("huey")
     run = pytest_in(example(tmp_path, "huey_sqlite"), "--quaero-scenario=light", *FAST, *RELAXED)
     assert run.returncode == 0, run.stdout + run.stderr
-    assert " 10 passed" in outcome(run)  # 9 criteria + the adapter's contract test
+    assert " 11 passed" in outcome(run)  # 10 criteria + the adapter's contract test
     assert set(verdicts(run, "light").values()) == {"PASS"}
 
 

@@ -35,23 +35,23 @@ def doctor(path: Path, **changes: float) -> None:
 
 def test_save_then_compare_within_limits(pytester: pytest.Pytester) -> None:
     saved = run_pytest(pytester, "--quaero-save-baseline=base.json", "-v")
-    saved.assert_outcomes(passed=10)
+    saved.assert_outcomes(passed=11)
     saved.stdout.fnmatch_lines(["quaero[[]light[]]::regression PASSED*", "*saved as baseline light-5x20 on *"])
     document = json.loads((pytester.path / "base.json").read_text())
     assert [entry["extra"]["baseline"]["key"] for entry in document["results"]] == ["light-5x20"]
 
     # a generous limit (a shared machine's timing noise is far below 10x) passes
     compared = run_pytest(pytester, "--quaero-baseline=base.json", "--quaero-compare-fail=throughput:90%,retries:+1000")
-    compared.assert_outcomes(passed=10)
+    compared.assert_outcomes(passed=11)
     assert compared.ret == 0
     compared.stdout.fnmatch_lines(["*against baseline *base.json (light-5x20 on *", "*throughput *PASS"])
 
 
 def test_a_regression_fails_the_regression_item_with_a_table(pytester: pytest.Pytester) -> None:
-    run_pytest(pytester, "--quaero-save-baseline=base.json").assert_outcomes(passed=10)
+    run_pytest(pytester, "--quaero-save-baseline=base.json").assert_outcomes(passed=11)
     doctor(pytester.path / "base.json", execution_time=0.001)  # the baseline did 100 jobs in 1ms
     result = run_pytest(pytester, "--quaero-baseline=base.json", "--quaero-compare-fail=throughput:10%")
-    result.assert_outcomes(passed=9, failed=1)
+    result.assert_outcomes(passed=10, failed=1)
     assert result.ret == pytest.ExitCode.TESTS_FAILED
     result.stdout.fnmatch_lines([
         "*_ quaero[[]light[]]::regression _*",
@@ -69,7 +69,7 @@ def test_a_regression_fails_the_regression_item_with_a_table(pytester: pytest.Py
 
 def test_a_missing_baseline_is_recorded_with_a_warning(pytester: pytest.Pytester) -> None:
     result = run_pytest(pytester, "--quaero-baseline=new.json", "--quaero-compare-fail=throughput:10%")
-    result.assert_outcomes(passed=10, warnings=1)
+    result.assert_outcomes(passed=11, warnings=1)
     result.stdout.fnmatch_lines(["*BaselineWarning: quaero[[]light[]]: no baseline for light-5x20 on * this run is "
                                  "recorded as the baseline"])
     assert json.loads((pytester.path / "new.json").read_text())["results"][0]["scenario"] == "light"
@@ -77,17 +77,17 @@ def test_a_missing_baseline_is_recorded_with_a_warning(pytester: pytest.Pytester
 
 def test_require_baseline_fails_without_one(pytester: pytest.Pytester) -> None:
     result = run_pytest(pytester, "--quaero-baseline=none.json", "--quaero-require-baseline")
-    result.assert_outcomes(passed=9, failed=1)
+    result.assert_outcomes(passed=10, failed=1)
     result.stdout.fnmatch_lines(["*Regression vs Baseline: measured no baseline for light-5x20 on *"])
     # still recorded (it passed its criteria), so the next run has a baseline to compare with
     assert (pytester.path / "none.json").exists()
     again = run_pytest(pytester, "--quaero-baseline=none.json", "--quaero-require-baseline")
-    again.assert_outcomes(passed=10)
+    again.assert_outcomes(passed=11)
     no_traceback(result)
 
 
 def test_compare_fail_alone_uses_the_default_store(pytester: pytest.Pytester) -> None:
-    run_pytest(pytester, "--quaero-compare-fail=throughput:90%").assert_outcomes(passed=10, warnings=1)
+    run_pytest(pytester, "--quaero-compare-fail=throughput:90%").assert_outcomes(passed=11, warnings=1)
     assert (pytester.path / ".quaero" / "baseline.json").exists()
 
 
@@ -111,7 +111,7 @@ def test_bad_gate_options_are_usage_errors(pytester: pytest.Pytester, args: list
 
 def test_disabled_stagger_is_judged_against_what_ran(pytester: pytest.Pytester) -> None:
     result = run_pytest(pytester, "--quaero-disable=stagger", "-v")
-    result.assert_outcomes(passed=9)
+    result.assert_outcomes(passed=10)
     result.stdout.fnmatch_lines([
         "quaero: scenarios light; 2 workers (thread), stagger 0s, *",
         "*Worker Staggering*0s ± 400ms between worker starts*PASS",
@@ -129,7 +129,7 @@ def test_disabled_fixes_fail_by_counted_busy_errors_not_a_crash(pytester: pytest
 
 def test_contention_is_reported(pytester: pytest.Pytester) -> None:
     result = run_pytest(pytester, "--quaero-contention=writer:hold=20ms,every=100ms;reader:snapshot=5s")
-    result.assert_outcomes(passed=9)
+    result.assert_outcomes(passed=10)
     result.stdout.fnmatch_lines([
         "quaero[[]light[]] contention writer:hold=20ms,every=100ms;reader:snapshot=5s: WAL max * KiB, "
         "checkpoint(TRUNCATE) under load busy=1 *, after busy=0, final WAL 0 bytes",
@@ -140,7 +140,7 @@ def test_contention_is_reported(pytester: pytest.Pytester) -> None:
 def test_faults_add_a_fault_recovery_item(pytester: pytest.Pytester) -> None:
     spec = "kill-worker:after=20;kill-producer:parent=3,after=7;restart-pool:after=60"
     result = run_pytest(pytester, f"--quaero-faults={spec}", "--quaero-visibility-timeout=500ms", "-v")
-    result.assert_outcomes(passed=10)
+    result.assert_outcomes(passed=11)
     result.stdout.fnmatch_lines([
         "quaero[[]light[]]::fault_recovery PASSED*",
         "*Fault Recovery*3/3 faults injected*100/100 jobs completed, 0 twice, 0 messages left*PASS",
@@ -152,7 +152,7 @@ def test_faults_add_a_fault_recovery_item(pytester: pytest.Pytester) -> None:
 def test_compare_fixes_prints_before_and_after(pytester: pytest.Pytester) -> None:
     result = run_pytest(pytester, "--quaero-compare-fixes", "--quaero-visibility-timeout=300ms",
                         "--quaero-contention=writer:hold=30ms,every=60ms")
-    result.assert_outcomes(passed=9)
+    result.assert_outcomes(passed=10)
     result.stdout.fnmatch_lines([
         "quaero[[]light[]] before/after the lock fixes:",
         "*all fixes off (before)*sqlite_busy_errors*",
@@ -174,7 +174,7 @@ def test_xdist_workers_saving_at_once_lose_nothing(pytester: pytest.Pytester) ->
         *BASE, "-n", "2", "--quaero-scenario=tiny0,tiny1,tiny2,tiny3", *FAST, *RELAXED,
         "--quaero-save-baseline=shared.json", timeout=300,
     )
-    result.assert_outcomes(passed=40)
+    result.assert_outcomes(passed=44)
     saved = json.loads((pytester.path / "shared.json").read_text())
     keys = sorted(e["extra"]["baseline"]["key"] for e in saved["results"])
     assert keys == [f"tiny{n}-2x5" for n in range(4)]

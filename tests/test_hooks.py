@@ -57,7 +57,7 @@ def assert_usage_error(result: pytest.RunResult, *fragments: str) -> None:
 def test_a_scenario_from_a_conftest_runs_as_items(pytester: pytest.Pytester) -> None:
     pytester.makeconftest(TINY)
     result = run_pytest(pytester, "--quaero-scenario=tiny", "-v")
-    result.assert_outcomes(passed=9)
+    result.assert_outcomes(passed=10)
     result.stdout.fnmatch_lines([f"quaero[[]tiny[]]::{key} PASSED*" for key in KEYS])
     result.stdout.fnmatch_lines(["quaero[[]tiny[]] 2 x 5 = 10 jobs, 2 thread workers: PASS*"])
 
@@ -122,7 +122,7 @@ def test_the_handler_hook_replaces_the_simulated_work(pytester: pytest.Pytester,
     # 5s of simulated work per job would take 25s: the run is quick only if the hook replaced it
     result = run_pytest(pytester, "--quaero-scenario=tiny", f"--quaero-worker-mode={mode}",
                         "--quaero-job-time=5s", f"--quaero-db={db_path}")
-    result.assert_outcomes(passed=9)
+    result.assert_outcomes(passed=10)
     lines = (db_path.parent / "handled.txt").read_text().split()
     jobs, pids = lines[0::3], set(lines[2::3])
     assert sorted(set(jobs)) == sorted(jobs) and len(jobs) == 10
@@ -146,7 +146,7 @@ def pytest_quaero_handle_job(job, context):
     # redelivered up to max_receive (3), then failed for good: 9/10 completed is below 95%
     result.stdout.fnmatch_lines(["quaero[[]tiny[]] Job Completion Rate: measured 90.0% (9/10), required >= 95% "
                                  "(1 failed)"])
-    result.assert_outcomes(passed=8, failed=1)
+    result.assert_outcomes(passed=9, failed=1)
 
 
 # ---------------------------------------------------------------- pytest_quaero_make_queue / _make_store
@@ -207,7 +207,7 @@ def test_a_queue_of_ones_own_carries_the_whole_run(pytester: pytest.Pytester, mo
     pytester.makeconftest(OWN_QUEUE)
     db_path = pytester.path / "run.db"
     result = run_pytest(pytester, "--quaero-scenario=tiny", f"--quaero-worker-mode={mode}", f"--quaero-db={db_path}")
-    result.assert_outcomes(passed=9)
+    result.assert_outcomes(passed=10)
     result.stdout.fnmatch_lines(["*Queue Deletion Success Rate*100.0% (10/10 deleted)*PASS"])
     assert _kept(db_path, "select seq from sqlite_sequence where name = 'own_queue'") == [(10,)]
     assert _kept(db_path, "select count(*) from own_queue") == [(0,)]
@@ -222,7 +222,7 @@ def test_the_run_watches_the_own_queue_so_undeleted_messages_fail(pytester: pyte
     result = run_pytest(pytester, "--quaero-scenario=tiny", "-rf")
     result.stdout.fnmatch_lines(["quaero[[]tiny[]] Queue Deletion Success Rate: measured 0.0% (0/10 deleted), "
                                  "required = 100% (10 messages left undeleted)"])
-    result.assert_outcomes(passed=8, failed=1)
+    result.assert_outcomes(passed=9, failed=1)
 
 
 def test_a_store_of_ones_own_on_its_own_connection(pytester: pytest.Pytester) -> None:
@@ -247,7 +247,7 @@ def pytest_quaero_result(result):
     print(f"stores closed: {len(MADE)}, workers started: {started}")
 """)
     result = run_pytest(pytester, "--quaero-scenario=tiny", "-s")
-    result.assert_outcomes(passed=9)
+    result.assert_outcomes(passed=10)
     line = next(line for line in result.outlines if "stores closed: " in line)
     closed, started = (int(n) for n in re.findall(r"\d+", line.split("stores closed: ")[1]))
     # preflight 1 + 2 producers + each worker that got past its stagger; no monitor store,
@@ -266,7 +266,7 @@ def pytest_quaero_make_queue(settings, db_path):
 """)
     result = run_pytest(pytester, "--quaero-scenario=tiny")
     # reported once, on the scenario's first item; the others are skipped as not measured
-    result.assert_outcomes(errors=1, skipped=8)
+    result.assert_outcomes(errors=1, skipped=9)
     text = result.stdout.str()
     # once in the error report (the short summary line may repeat it, wide terminals untruncated)
     reported = [line for line in result.outlines if "which is not a usable queue" in line]
@@ -305,7 +305,7 @@ def pytest_quaero_criteria(scenario, result):
 def test_criteria_from_the_hook_are_items_and_can_fail(pytester: pytest.Pytester) -> None:
     pytester.makeconftest(CRITERIA_CONFTEST)
     result = run_pytest(pytester, "--quaero-scenario=tiny", "-v")
-    result.assert_outcomes(passed=10, failed=2)
+    result.assert_outcomes(passed=11, failed=2)
     result.stdout.fnmatch_lines([
         "quaero[[]tiny[]]::p95_processing PASSED*",
         "quaero[[]tiny[]]::all_jobs_twice FAILED*",
@@ -345,8 +345,8 @@ def pytest_terminal_summary(terminalreporter):
             assert quaero_run("tiny").jobs_completed == 10
         """)
     result = run_pytest(pytester, "--quaero-scenario=tiny")
-    result.assert_outcomes(passed=10)
-    result.stdout.fnmatch_lines(["seen: [[]('tiny', True, 9), ('tiny', True, 9)[]]"])
+    result.assert_outcomes(passed=11)
+    result.stdout.fnmatch_lines(["seen: [[]('tiny', True, 10), ('tiny', True, 10)[]]"])
 
 
 # ---------------------------------------------------------------- folder scope (item.ihook)

@@ -49,16 +49,16 @@ def assert_usage_error(result: pytest.RunResult, *fragments: str) -> str:
 
 def test_light_in_an_empty_project(pytester: pytest.Pytester) -> None:
     result = run_pytest(pytester, "--quaero-scenario=light", "-v", *FAST, *RELAXED)
-    result.assert_outcomes(passed=9)
+    result.assert_outcomes(passed=10)
     assert result.ret == 0
     result.stdout.fnmatch_lines([f"quaero[[]light[]]::{key} PASSED*" for key in KEYS])
-    result.stdout.fnmatch_lines(["*collected 9 items"])
+    result.stdout.fnmatch_lines(["*collected 10 items"])
     result.stdout.fnmatch_lines(["quaero: scenarios light; 2 workers (thread), stagger 100ms, *"])
 
 
 def test_terminal_summary_table(pytester: pytest.Pytester) -> None:
     result = run_pytest(pytester, "--quaero-scenario=light", *FAST, *RELAXED)
-    result.assert_outcomes(passed=9)
+    result.assert_outcomes(passed=10)
     result.stdout.fnmatch_lines([
         "*quaero load test results*",
         "quaero[[]light[]] 5 x 20 = 100 jobs, 2 thread workers: PASS (100/100 jobs in *",
@@ -104,7 +104,7 @@ def test_items_join_a_projects_own_tests(pytester: pytest.Pytester) -> None:
     result = run_pytest(pytester, "--quaero-scenario=light", "--co", "-q")
     assert result.ret == 0
     assert "test_mine.py::test_mine" in result.outlines
-    assert len(ids(result)) == 9
+    assert len(ids(result)) == 10
     # without --quaero-scenario the plugin adds nothing
     plain = run_pytest(pytester, "--co", "-q")
     assert ids(plain) == []
@@ -113,7 +113,7 @@ def test_items_join_a_projects_own_tests(pytester: pytest.Pytester) -> None:
 
 def test_k_selects_criterion_items(pytester: pytest.Pytester) -> None:
     result = run_pytest(pytester, "--quaero-scenario=light", "-k", "throughput or busy", "-v", *FAST, *RELAXED)
-    result.assert_outcomes(passed=2, deselected=7)
+    result.assert_outcomes(passed=2, deselected=8)
     result.stdout.fnmatch_lines(["*quaero[[]light[]]::sqlite_busy_errors PASSED*",
                                  "*quaero[[]light[]]::throughput PASSED*"])
     collected = run_pytest(pytester, "--quaero-scenario=light,medium", "-k", "medium and deletion", "--co", "-q")
@@ -123,14 +123,14 @@ def test_k_selects_criterion_items(pytester: pytest.Pytester) -> None:
 @pytest.mark.slow
 def test_light_and_medium_run(pytester: pytest.Pytester) -> None:
     result = run_pytest(pytester, "--quaero-scenario=light,medium", *FAST, *RELAXED)
-    result.assert_outcomes(passed=18)
+    result.assert_outcomes(passed=20)
     result.stdout.fnmatch_lines(["quaero[[]light[]] 5 x 20 = 100 jobs*PASS*",
                                  "quaero[[]medium[]] 10 x 50 = 500 jobs*PASS*"])
 
 
 def test_process_workers(pytester: pytest.Pytester) -> None:
     result = run_pytest(pytester, "--quaero-scenario=light", "--quaero-worker-mode=process", *FAST, *RELAXED)
-    result.assert_outcomes(passed=9)
+    result.assert_outcomes(passed=10)
     result.stdout.fnmatch_lines(["quaero[[]light[]] 5 x 20 = 100 jobs, 2 process workers: PASS*"])
 
 
@@ -141,7 +141,7 @@ def test_failing_criterion(pytester: pytest.Pytester) -> None:
     result = run_pytest(pytester, "--quaero-scenario=light", *FAST, *RELAXED,
                         "--quaero-threshold=light.min_throughput=100000")  # the scenario's own beats "*"
     assert result.ret == pytest.ExitCode.TESTS_FAILED
-    result.assert_outcomes(passed=8, failed=1)
+    result.assert_outcomes(passed=9, failed=1)
     output = result.stdout.str()
     assert re.search(r"quaero\[light\] Throughput: measured [\d.]+ jobs/sec, required >= 100000 jobs/sec", output)
     result.stdout.fnmatch_lines(["FAILED quaero[[]light[]]::throughput*"])
@@ -162,10 +162,10 @@ def test_failing_criterion(pytester: pytest.Pytester) -> None:
 def test_threshold_from_ini_and_config(pytester: pytest.Pytester) -> None:
     pytester.makeini("[pytest]\nquaero_thresholds =\n    light.min_throughput = 100000\n")
     result = run_pytest(pytester, "--quaero-scenario=light", *FAST, *RELAXED[:1])
-    result.assert_outcomes(passed=8, failed=1)
+    result.assert_outcomes(passed=9, failed=1)
     pytester.makefile(".toml", quaero="[thresholds.light]\nmin_completion_rate = 100\nmin_throughput = 1\n")
     result = run_pytest(pytester, "--quaero-scenario=light", "--quaero-config=quaero.toml", *FAST, *RELAXED[:1])
-    result.assert_outcomes(passed=9)  # the config file's threshold beats the ini's
+    result.assert_outcomes(passed=10)  # the config file's threshold beats the ini's
     result.stdout.fnmatch_lines(["  Throughput * >= 1 jobs/sec * PASS"])
 
 
@@ -405,7 +405,7 @@ def test_quaero_run_failure_is_a_result_not_an_exception(pytester: pytest.Pytest
 def test_quaero_db_keeps_the_file_and_refuses_leftovers(pytester: pytest.Pytester) -> None:
     kept = pytester.path / "kept.db"
     result = run_pytest(pytester, "--quaero-scenario=light", f"--quaero-db={kept}", *FAST, *RELAXED)
-    result.assert_outcomes(passed=9)
+    result.assert_outcomes(passed=10)
     assert kept.is_file()
     result.stdout.fnmatch_lines([f"  database kept: {kept}"])
     conn = sqlite3.connect(kept)
@@ -424,7 +424,7 @@ def test_quaero_db_keeps_the_file_and_refuses_leftovers(pytester: pytest.Pyteste
     assert str(kept) in output
     assert "def _prepare" not in output  # a sentence, not a source listing
     assert "During handling" not in output
-    again.assert_outcomes(errors=1, skipped=8)
+    again.assert_outcomes(errors=1, skipped=9)
     assert len([line for line in again.outlines if "could not run" in line and "already holds" in line]) >= 1
 
 
@@ -433,7 +433,7 @@ def test_quaero_db_from_env_on_a_second_clean_run(pytester: pytest.Pytester, mon
     monkeypatch.setenv("QUAERO_LOAD_DB", str(kept))
     for _ in range(2):
         result = run_pytest(pytester, "--quaero-scenario=light", *FAST, *RELAXED)
-        result.assert_outcomes(passed=9)
+        result.assert_outcomes(passed=10)
     conn = sqlite3.connect(kept)
     try:
         assert conn.execute("select count(*) from crawl_jobs where job_type = 'parent'").fetchone()[0] == 10

@@ -69,7 +69,7 @@ def test_everything_but_html_works_without_pytest_html(pytester: pytest.Pytester
         *BASE, "-p", "no:html", "--quaero-scenario=light", *FAST, "--quaero-threshold=stagger_tolerance=400ms",
         "--quaero-threshold=min_throughput=1", "--quaero-report=r.md", "--quaero-json=r.json",
     )
-    result.assert_outcomes(passed=9)
+    result.assert_outcomes(passed=10)
     assert (pytester.path / "r.md").read_text().startswith("#")
     assert '"schema_version"' in (pytester.path / "r.json").read_text()
     assert "--html" not in pytester.runpytest_subprocess("-p", "no:html", "--help").stdout.str()
@@ -106,4 +106,4 @@ def test_a_lock_error_in_the_contract_check_is_one_sentence_naming_the_statement
     # said once, on one item; the scenario's other items are skipped as not measured
     reported = [line for line in result.outlines if "contract check on a scratch database failed" in line]
     assert len([line for line in reported if not line.startswith("ERROR ")]) == 1  # not counting the summary
-    result.assert_outcomes(errors=1, skipped=8)
+    result.assert_outcomes(errors=1, skipped=9)

@@ -35,7 +35,7 @@ def test_criterion_rows_carry_scenario_measured_required(report_runs, run: str) 
     outcome = report_runs.get(run)
     data, verdicts = outcome.html_data(), outcome.json()["results"][0]["verdicts"]
     rows = _criterion_rows(data)
-    assert len(rows) == len(verdicts) == 9
+    assert len(rows) == len(verdicts) == 10
     html_text = outcome.text("html")
     header = re.findall(r'<th class="sortable" data-column-type="(\w+)">', html_text)
     assert header[:5] == ["result", "testId", "quaero_scenario", "quaero_measured", "quaero_required"]

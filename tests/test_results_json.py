@@ -53,7 +53,7 @@ def test_every_setting_verdict_and_timeline_is_there(report_runs) -> None:
     assert set(result["settings"]) == {spec.name for spec in FIELDS}
     assert [v["criterion"] for v in result["verdicts"]] == [
         "execution_time", "sqlite_busy_errors", "queue_deletion", "hierarchy_integrity", "completion_rate",
-        "worker_staggering", "throughput", "no_duplicate_processing", "write_lock_hold",
+        "worker_staggering", "throughput", "no_duplicate_processing", "write_lock_hold", "worker_health",
     ]
     phases = [entry["phase"] for entry in result["timeline"]]
     assert phases[0] == "initialization" and phases[-1] == "completed" and "jobs_completed" in phases

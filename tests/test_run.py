@@ -144,7 +144,7 @@ def test_criteria_all_pass(healthy: RunResult) -> None:
     verdicts = evaluate(healthy, thresholds_for(TINY, RELAXED))
     assert [v.criterion for v in verdicts] == [
         "execution_time", "sqlite_busy_errors", "queue_deletion", "hierarchy_integrity", "completion_rate",
-        "worker_staggering", "throughput", "no_duplicate_processing", "write_lock_hold",
+        "worker_staggering", "throughput", "no_duplicate_processing", "write_lock_hold", "worker_health",
     ]
     assert [v for v in verdicts if not v.passed] == []
 

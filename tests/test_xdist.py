@@ -49,7 +49,7 @@ def where_ran(result: pytest.RunResult) -> dict[str, set[str]]:
 
 def test_each_scenario_runs_once_with_all_its_items_on_one_worker(pytester: pytest.Pytester) -> None:
     result = run_n2(pytester, "--quaero-scenario=tiny,small")
-    result.assert_outcomes(passed=18)
+    result.assert_outcomes(passed=20)
     ran = where_ran(result)
     assert set(ran) == {"quaero[tiny]", "quaero[small]"} and all(len(w) == 1 for w in ran.values()), ran
     # one summary on the controller, one run per scenario
@@ -60,7 +60,7 @@ def test_each_scenario_runs_once_with_all_its_items_on_one_worker(pytester: pyte
 
 def test_an_explicit_database_becomes_one_per_worker(pytester: pytest.Pytester) -> None:
     result = run_n2(pytester, "--quaero-scenario=tiny,small", f"--quaero-db={pytester.path / 'runs.db'}")
-    result.assert_outcomes(passed=18)
+    result.assert_outcomes(passed=20)
     files = sorted(p.name for p in pytester.path.glob("runs*.db"))
     assert "runs.db" not in files and files and set(files) <= {"runs-gw0.db", "runs-gw1.db"}, files
     runs = set()
@@ -79,7 +79,7 @@ def test_a_shared_database_is_judged_on_the_merged_result(pytester: pytest.Pytes
     # even when a busy machine starts one of them late
     result = run_n2(pytester, "--quaero-scenario=tiny", f"--quaero-shared-db={shared}", "--quaero-job-time=50ms")
     # a share per worker, then the criteria (plus the overlap) on the merge
-    result.assert_outcomes(passed=2 + 9 + 1)
+    result.assert_outcomes(passed=2 + 10 + 1)
     ran = where_ran(result)
     assert ran["quaero[tiny@gw0]"] == {"gw0"} and ran["quaero[tiny@gw1]"] == {"gw1"}, ran
     assert len(ran["quaero[tiny]"]) == 1
@@ -124,7 +124,7 @@ def test_a_shared_path_that_is_not_a_database_is_refused(pytester: pytest.Pytest
 @pytest.mark.slow
 def test_audit_items_stay_together_under_xdist(pytester: pytest.Pytester) -> None:
     shared = pytester.path / "shared.db"
-    run_n2(pytester, "--quaero-scenario=tiny", f"--quaero-shared-db={shared}").assert_outcomes(passed=12)
+    run_n2(pytester, "--quaero-scenario=tiny", f"--quaero-shared-db={shared}").assert_outcomes(passed=13)
     result = pytester.runpytest_subprocess(*BASE, "-n", "2", "-v", f"--quaero-audit={shared}", timeout=120)
     result.assert_outcomes(passed=7)
     assert len(where_ran(result)["quaero-audit[shared.db]"]) == 1

@@ -392,6 +392,21 @@ def _lock_hold(r: RunResult, t: Thresholds) -> Verdict:
     return Verdict("write_lock_hold", "Write Lock Hold", measured, required, passed, longest, detail)
 
 
+def _worker_health(r: RunResult, t: Thresholds) -> Verdict:
+    crashed = r.extra.get("crashed_workers")
+    if crashed is None:
+        return Verdict("worker_health", "Worker Health", "not measured (a result from before crashes were recorded)",
+                       "no worker crashed", True)
+    if not crashed:
+        return Verdict("worker_health", "Worker Health", f"all {len(r.workers)} workers ran until stopped",
+                       "no worker crashed", True, 0.0)
+    # A dead worker is a failure whatever the others achieved: they may drain the queue around it.
+    first = crashed[0]
+    names = ", ".join(sorted({c["worker"] for c in crashed}))
+    return Verdict("worker_health", "Worker Health", f"{len(crashed)} crashed: {names}", "no worker crashed", False,
+                   float(len(crashed)), f"{first['worker']}: {first['error']} (raised at {first['origin']})")
+
+
 def _pct_req(minimum: float) -> str:
     return "= 100%" if minimum >= 100 else f">= {minimum:g}%"
 
@@ -406,6 +421,7 @@ CRITERIA: tuple[Criterion, ...] = (
     Criterion("throughput", "Throughput", _throughput),
     Criterion("no_duplicate_processing", "Jobs Processed Twice", _duplicates),
     Criterion("write_lock_hold", "Write Lock Hold", _lock_hold),
+    Criterion("worker_health", "Worker Health", _worker_health),
 )
 
 

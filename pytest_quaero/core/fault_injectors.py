@@ -54,6 +54,9 @@ __all__ = [
 class WorkerKilled(BaseException):
     """Ends a worker thread mid-job (thread mode's stand-in for SIGKILL); nothing catches it."""
 
+    #: a death --quaero-faults asked for: judged by fault_recovery, not counted against Worker Health
+    injected_fault = True
+
 
 class ProducerKilled(Exception):
     """Ends a producer inside a child's transaction, after some children were committed."""

@@ -64,6 +64,8 @@ class Tally:
         self.redeliveries = 0
         self.job_errors = 0
         self.errors: list[str] = []
+        #: workers an exception ended: worker, error, where it was raised
+        self.crashed: list[dict[str, str]] = []
         self.retry_parts: list[dict[str, dict[str, Any]]] = []
         #: spawned workers' instruments (thread workers measure into the run's own)
         self.instrument_parts: list[dict[str, Any]] = []
@@ -121,6 +123,8 @@ class Tally:
                 self.instrument_parts.append(event[2])
             elif kind == "error":
                 self.errors.append(f"JobWorker-{index + 1}: {event[2]}")
+            elif kind == "crashed":
+                self.crashed.append({"worker": f"JobWorker-{index + 1}", "error": event[2], "origin": event[3]})
 
 
 #: the monitor's own busy_timeout floor (ms), whatever the settings under test say

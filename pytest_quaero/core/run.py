@@ -299,6 +299,7 @@ def _record(result: RunResult, tally: Tally, producers: Producers, checks: dict[
     result.latencies = tally.latencies
     result.producer_errors = producers.errors[:50]
     result.worker_errors.extend(tally.errors[:50])
+    result.extra["crashed_workers"] = tally.crashed[:50]
     result.integrity = checks
     result.python_version = result.python_version or sys.version.split()[0]
 

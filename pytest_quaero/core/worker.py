@@ -13,6 +13,7 @@ processes alike and nothing has to be read back from a worker's memory afterward
   nothing: it is not finished, and its message comes back after the visibility timeout
 * ``("busy", index, code)`` each time SQLite raised a lock error (live progress)
 * ``("error", index, text)`` for a failure outside any job
+* ``("crashed", index, text, origin)`` when an exception ends the worker (``origin``: file, line, function)
 * ``("instruments", index, exported)``: a spawned worker's lock and statement samples
   (:meth:`~pytest_quaero.core.instruments.Instruments.export`), just before it stops
 * ``("stopped", index, monotonic, busy_seconds, retry_counters)``
@@ -28,10 +29,12 @@ import multiprocessing
 import signal
 import sqlite3
 import time
+import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
+from pathlib import Path
 from typing import Any
 
 from pytest_quaero.core import db
@@ -122,6 +125,7 @@ def worker_main(
         endpoint = retrier.call("connect", lambda: spec.endpoint_factory(spec.db_path, settings))
     except Exception as exc:  # a worker that cannot open its queue must say so, not vanish
         emit(("error", spec.index, f"could not open queue/store: {type(exc).__name__}: {exc}"))
+        emit(("crashed", spec.index, f"could not open its queue/store: {type(exc).__name__}: {exc}", _origin(exc)))
         # its counters still travel: the busy error that stopped it counts like any other
         emit(("stopped", spec.index, time.monotonic(), 0.0, retrier.snapshot()))
         raise
@@ -158,6 +162,8 @@ def worker_main(
             emit(("job", spec.index, job_id, outcome, received_at, done_at, latency, message.received))
     except BaseException as exc:  # a crashed worker must be reported, not vanish
         emit(("error", spec.index, f"worker crashed: {type(exc).__name__}: {exc}"))
+        if not getattr(exc, "injected_fault", False):
+            emit(("crashed", spec.index, f"{type(exc).__name__}: {exc}", _origin(exc)))
         raise
     finally:
         if instruments is not None:
@@ -165,6 +171,15 @@ def worker_main(
         emit(("stopped", spec.index, time.monotonic(), busy_seconds, retrier.snapshot()))
         checks.probe.close()
         endpoint.close()
+
+
+def _origin(exc: BaseException) -> str:
+    """Where an exception was raised: the innermost frame, ``queue.py:42 in receive``."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    if not frames:
+        return "unknown"
+    frame = frames[-1]
+    return f"{Path(frame.filename).name}:{frame.lineno} in {frame.name}"
 
 
 def _nothing(message: object) -> bool:

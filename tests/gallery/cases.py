@@ -37,6 +37,7 @@ from .queues import (
     DeleteOnReceiveQueue,
     SelectThenUpdateQueue,
     SilentDeleteQueue,
+    StrictDecodeQueue,
     UncountedReceiveQueue,
     WorkInClaimTransactionQueue,
 )
@@ -150,6 +151,12 @@ CASES: tuple[Case, ...] = (
         ("write_lock_hold",),
         broken=Variant(handler=JobLog(0.02, hold_lock=True)),
         correct=Variant(handler=JobLog(0.02, hold_lock=False)),
+    ),
+    Case(
+        "worker_dies", "a worker killed by an exception in its receive", ("worker_health",),
+        broken=Variant(lambda: endpoint_with(StrictDecodeQueue)),
+        correct=Variant(lambda: endpoint_with(Queue)),
+        settings={"visibility_timeout": "200ms"},
     ),
     Case(
         "silent_delete", "a delete that drops silently", ("queue_deletion",),

@@ -102,3 +102,16 @@ class WorkInClaimTransactionQueue(Queue):
                 self.conn.rollback()
             raise
         return message
+
+
+class StrictDecodeQueue(Queue):
+    """A receive that validates the body and raises on one it does not expect: the worker dies.
+
+    The others drain the queue around it (the message comes back after the visibility timeout).
+    """
+
+    def receive(self) -> Message | None:
+        message = super().receive()
+        if message is not None and b"-child-2-3" in message.body and message.received == 1:
+            raise ValueError(f"unexpected body in {message.id}")
+        return message
