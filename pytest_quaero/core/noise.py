@@ -22,6 +22,8 @@ import random
 import statistics
 from collections.abc import Callable, Sequence
 
+from pytest_quaero.core.instruments import percentile
+
 __all__ = ["RESAMPLES", "SPLITS", "band", "measure"]
 
 SPLITS = 4
@@ -61,8 +63,7 @@ def _bootstrap(samples: Sequence[float], statistic: Callable[[list[float]], floa
 
 
 def _p95(values: list[float]) -> float:
-    ordered = sorted(values)
-    return ordered[max(0, math.ceil(0.95 * len(ordered)) - 1)]
+    return percentile(values, 0.95)
 
 
 def measure(done_at: Sequence[float], processing_times: Sequence[float],
