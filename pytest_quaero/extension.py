@@ -11,12 +11,9 @@ hook relay; in process mode they travel to the spawned worker as
 
 from __future__ import annotations
 
-import os
 import pickle
 import re
-import shutil
 import sqlite3
-import tempfile
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -24,19 +21,19 @@ import pytest
 
 from pytest_quaero.core import db
 from pytest_quaero.core.criteria import CRITERIA, Criterion, Thresholds, Verdict
-from pytest_quaero.core.instruments import forget_last_busy, instrumenting, last_failure
+from pytest_quaero.core.instruments import forget_last_busy, last_failure
 from pytest_quaero.core.metrics import RunResult
 from pytest_quaero.core.pool import Endpoint, EndpointFactory, Handler, Job, JobContext, open_endpoint
-from pytest_quaero.core.protocols import ProtocolError, check_queue, check_store
-from pytest_quaero.core.queue import create_schema as queue_schema
+from pytest_quaero.core.protocols import AdaptedQueue, ProtocolError, check_queue, check_store
+from pytest_quaero.core.queue import Queue
+from pytest_quaero.core.retry import database_error
 from pytest_quaero.core.scenarios import Scenario
 from pytest_quaero.core.settings import Settings
-from pytest_quaero.core.store import create_schema as store_schema
 from pytest_quaero.defaults import DEFAULTS_NAME
 from pytest_quaero.hookspecs import WORKER_HOOKS
 from pytest_quaero.spawned import WorkerHooks, plugin_refs
 
-__all__ = ["Extensions", "HookEndpointFactory", "HookHandler", "SharedConnection"]
+__all__ = ["Extensions", "HookEndpointFactory", "HookHandler", "PreparedEndpoints", "SharedConnection"]
 
 # ------------------------------------------------------------------ queue and store from the hooks
 
@@ -87,11 +84,20 @@ class _TwoStepStore:
 class HookEndpointFactory:
     """``endpoint_factory(db_path, settings)`` made of ``pytest_quaero_make_store/_queue``."""
 
-    def __init__(self, hooks: WorkerHooks, *, watch_queue: bool = True) -> None:
+    def __init__(self, hooks: WorkerHooks, *, watch_queue: bool = True,
+                 prepare_database: Callable[[Settings, str], None] | None = None) -> None:
         self.hooks = hooks
         #: run_scenario watches the drain through this factory's queue.counts(); pointless
         #: when only the store is the user's (the queue is then the built-in goqite one)
         self.watch_queue = watch_queue
+        #: run_scenario calls it once per database file, in the pytest process, before the
+        #: pool's clock starts: pytest_quaero_prepare_database, then the contract check
+        self.prepare_database = prepare_database
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state["prepare_database"] = None  # the pytest process's alone: a spawned worker sets nothing up
+        return state
 
     def __call__(self, db_path: str, settings: Settings) -> Endpoint:
         shared = SharedConnection(str(db_path), settings)
@@ -101,17 +107,69 @@ class HookEndpointFactory:
                                     connection=shared)
             check_store(store)
             made.append(store)
-            queue = self.hooks.call("pytest_quaero_make_queue", settings=settings, db_path=str(db_path),
-                                    connection=shared)
-            check_queue(queue)
-            made.append(queue)
+            made_queue = self.hooks.call("pytest_quaero_make_queue", settings=settings, db_path=str(db_path),
+                                         connection=shared)
+            check_queue(made_queue)
+            made.append(made_queue)
         except BaseException:
             _close_all(made, shared.conn)
             raise
-        conn = getattr(queue, "conn", None)
+        conn = getattr(made_queue, "conn", None)
         same_connection = conn is not None and conn is getattr(store, "conn", None)
+        # the built-in goqite queue is taken as it is; a queue of one's own may use the looser forms
+        queue = made_queue if type(made_queue) is Queue else AdaptedQueue(made_queue)
         return Endpoint(queue=queue, store=store if same_connection else _TwoStepStore(store),
                         close=lambda: _close_all([queue, store], shared.conn))
+
+
+class PreparedEndpoints:
+    """The built-in queue and store (:func:`open_endpoint`), with a ``pytest_quaero_prepare_database`` of one's own."""
+
+    watch_queue = False
+
+    def __init__(self, prepare_database: Callable[[Settings, str], None] | None) -> None:
+        self.prepare_database = prepare_database
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"prepare_database": None}  # see HookEndpointFactory.__getstate__
+
+    def __call__(self, db_path: str, settings: Settings) -> Endpoint:
+        return open_endpoint(db_path, settings)
+
+
+class _Setup:
+    """What the run calls once per database file before its clock starts (``prepare=`` of run_scenario).
+
+    The user's ``pytest_quaero_prepare_database``, then the contract check: the queue and store
+    made once on the run's own file and closed, so a broken contract is one clear error before
+    any worker starts, and every hook call of the run sees one database path.
+    """
+
+    def __init__(self, hook: Any, where: str, factory: Any = None) -> None:
+        self.hook, self.where, self.factory = hook, where, factory
+
+    def __call__(self, settings: Settings, db_path: str) -> None:
+        if self.hook is not None:
+            self.hook(settings=settings, db_path=db_path)
+        if self.factory is None:
+            return
+        forget_last_busy()
+        try:
+            self.factory(db_path, settings).close()
+        except ProtocolError as exc:
+            pytest.fail(f"{self.where}: {exc}", pytrace=False)
+        except Exception as exc:
+            if database_error(exc) is None:
+                raise
+            # one sentence, not a traceback per criterion item; the run's database stays for a look
+            failed = last_failure()
+            pytest.fail(
+                f"{self.where}: the queue/store contract check on the run's database failed: "
+                f"{type(exc).__name__}: {exc}" + (f", running {failed}" if failed else "")
+                + f"; database kept: {db_path}. A lock error here means the queue or store waits on a connection "
+                "of its own (or runs with busy_timeout=0); a schema error, that its tables do not fit the file.",
+                pytrace=False,
+            )
 
 
 def _close_all(objects: Iterable[Any], conn: sqlite3.Connection | None) -> None:
@@ -166,50 +224,31 @@ class Extensions:
         except ProtocolError as exc:
             pytest.fail(f"{self.where}: {exc}", pytrace=False)
 
+    def prepare_database(self) -> Callable[..., None] | None:
+        """``pytest_quaero_prepare_database`` as this node sees it, or ``None`` without one of the user's."""
+        if not self._own("pytest_quaero_prepare_database"):
+            return None
+        hook: Callable[..., None] = self.ihook.pytest_quaero_prepare_database
+        return hook
+
     def endpoint_factory(self, settings: Settings) -> EndpointFactory:
-        """The built-in queue and store, or the hooks' (made and checked once here first)."""
+        """The built-in queue and store, or the hooks'; with the node's one-time setup and contract check.
+
+        The factory carries them as ``prepare_database``: run_scenario calls it once per
+        database file (also for each extra run of ``--quaero-compare-fixes``) before the pool starts.
+        """
+        hook = self.prepare_database()
         if not (self._own("pytest_quaero_make_queue") or self._own("pytest_quaero_make_store")):
-            return open_endpoint
+            return PreparedEndpoints(_Setup(hook, self.where)) if hook is not None else open_endpoint
         try:
             factory = HookEndpointFactory(self._worker_hooks(settings),
                                           watch_queue=bool(self._own("pytest_quaero_make_queue")))
-            self._preflight(factory, settings)
+            if settings.worker_mode == "process":
+                pickle.dumps(factory)  # a factory that cannot reach the workers: said now, not by a dead pool
         except ProtocolError as exc:
             pytest.fail(f"{self.where}: {exc}", pytrace=False)
+        factory.prepare_database = _Setup(hook, self.where, factory)
         return factory
-
-    def _preflight(self, factory: HookEndpointFactory, settings: Settings) -> None:
-        # Make the queue and store once on a scratch file, so a broken contract is one
-        # clear error here, not a worker that dies on its first job.
-        if settings.worker_mode == "process":
-            pickle.dumps(factory)
-        scratch = tempfile.mkdtemp(prefix="quaero-preflight-")
-        path = os.path.join(scratch, "preflight.db")
-        forget_last_busy()
-        try:
-            with instrumenting():  # observed, so a failing statement can be named with its pragmas
-                db.prepare(path, settings)
-                conn = db.connect(path, settings)
-                try:
-                    queue_schema(conn)
-                    store_schema(conn)
-                finally:
-                    conn.close()
-                factory(path, settings).close()
-        except sqlite3.Error as exc:
-            # one sentence, not a traceback per criterion item; the scratch database stays for a look
-            where = last_failure()
-            pytest.fail(
-                f"{self.where}: the queue/store contract check on a scratch database failed: "
-                f"{type(exc).__name__}: {exc}" + (f", running {where}" if where else "")
-                + f"; database kept: {path}. A lock error here means the queue or store waits on a connection "
-                "of its own (or runs with busy_timeout=0); a schema error, that its tables do not fit the file.",
-                pytrace=False,
-            )
-        except BaseException:
-            shutil.rmtree(scratch, ignore_errors=True)
-            raise
-        shutil.rmtree(scratch, ignore_errors=True)
 
     def criteria(self, scenario: Scenario) -> list[Criterion]:
         """The extra criteria declared for ``scenario`` at collection: one item each."""

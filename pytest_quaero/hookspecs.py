@@ -60,6 +60,27 @@ def pytest_quaero_make_queue(
     """
 
 
+@pytest.hookspec
+def pytest_quaero_prepare_database(settings: Settings, db_path: str) -> None:
+    """Set up one database file once, before anything uses it: create tables, run migrations.
+
+    Called once per database file of a run, in the pytest process, after the plugin
+    prepared the file (journal mode, the goqite and ``crawl_jobs`` tables) and before the
+    worker pool starts: no worker, producer or monitor is running yet, so no lock and no
+    "create if not exists" race is needed. Its time is the run's ``extra["setup_seconds"]``,
+    never part of a worker's start or the execution time.
+
+    Every hook call of a run sees the same ``db_path``: this one first, then the queue and
+    store are made once on that file in this process (the contract check), then in the
+    workers, producers and monitor. The extra runs of ``--quaero-compare-fixes`` are runs
+    of their own, each on its own file, each prepared through this hook first. A library
+    configured once per process (Django settings, a Celery app) can be pointed at
+    ``db_path`` here; a spawned worker process (``--quaero-worker-mode=process``) runs no
+    setup and configures it in ``make_queue``/``make_store`` from the same ``db_path``.
+    Every implementation runs (there is no first result); an exception fails the run.
+    """
+
+
 @pytest.hookspec(firstresult=True)
 def pytest_quaero_make_store(
     settings: Settings, db_path: str, connection: Callable[[], sqlite3.Connection]
@@ -131,6 +152,7 @@ __all__ = [
     "pytest_quaero_handle_job",
     "pytest_quaero_make_queue",
     "pytest_quaero_make_store",
+    "pytest_quaero_prepare_database",
     "pytest_quaero_result",
     "pytest_quaero_scenarios",
 ]

@@ -17,7 +17,7 @@ from pytest_quaero.core.scenarios import BUILTIN, Scenario, check_stagger, scena
 from pytest_quaero.core.settings import Settings, SettingsError
 from pytest_quaero.session import session_of
 
-__all__ = ["MARKER", "known_scenarios", "scenario_from_marker"]
+__all__ = ["MARKER", "MARKER_NAMES", "check_marker_names", "known_scenarios", "near_miss", "scenario_from_marker"]
 
 MARKER = (
     "quaero_scenario(name=None, *, parents=None, children=None, time_limit=None, **settings): "
@@ -26,6 +26,41 @@ MARKER = (
 )
 
 _SCENARIO_NAME = re.compile(r"[a-z0-9][a-z0-9_-]*")
+
+#: the plugin's markers, by name
+MARKER_NAMES = ("quaero_scenario",)
+
+
+def near_miss(name: str, registered: set[str]) -> str | None:
+    """The quaero marker ``name`` was probably meant to be, or None.
+
+    A misspelt marker is only a PytestUnknownMarkWarning to pytest, and ``quaero_run()``
+    would then run a 1 x 1 scenario as if nothing had been asked. So a name that starts
+    with ``quaero``, or is one or two edits away from a quaero marker (``quearo_scenario``),
+    is taken for a typo, unless the project registered it as a marker of its own.
+    """
+    if name in MARKER_NAMES or name in registered:
+        return None
+    import difflib  # deferred: only an unknown marker name is compared
+
+    close = difflib.get_close_matches(name, MARKER_NAMES, n=1, cutoff=0.8)
+    if close:
+        return close[0]
+    return MARKER_NAMES[0] if name.lower().startswith(("quaero", "quearo", "qauero")) else None
+
+
+def check_marker_names(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """A usage error for the first marker of ``items`` that looks like a misspelt quaero marker."""
+    registered = {line.split(":")[0].split("(")[0].strip() for line in config.getini("markers")}
+    for item in items:
+        for mark in item.iter_markers():
+            meant = near_miss(mark.name, registered)
+            if meant is None:
+                continue
+            raise pytest.UsageError(
+                f"{item.nodeid}: unknown marker @pytest.mark.{mark.name}; did you mean "
+                f"@pytest.mark.{meant}? (pytest would only warn, and quaero_run() would run a 1 x 1 "
+                "scenario instead of the one asked for.)")
 
 
 def known_scenarios(config: pytest.Config) -> dict[str, Scenario]:

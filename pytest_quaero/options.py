@@ -2,17 +2,21 @@
 
 Settings fields come from the :data:`~pytest_quaero.core.settings.FIELDS` table;
 the rest (reports, the regression gate, audit, xdist) are listed here so
-``pytest --help`` shows one group. argparse %-formats every help string: write
-a literal percent sign as ``%%`` (tests/test_help.py runs ``--help``).
+``pytest --help`` shows one group. Each setting's help names its environment
+variables; its ini key is typed (``int``, ``bool``) where pytest has the type.
+argparse %-formats every help string: write a literal percent sign as ``%%`` (tests/test_help.py runs ``--help``).
 """
 
 from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
 
 import pytest
 
 from pytest_quaero.core.settings import DEFAULT_BASELINE_STORE, FIELDS
 
-__all__ = ["PROGRESS_MODES", "add_options"]
+__all__ = ["PROGRESS_MODES", "add_options", "read_ini"]
 
 PROGRESS_MODES = ("auto", "live", "plain", "off")
 
@@ -33,8 +37,12 @@ def add_options(parser: pytest.Parser) -> None:
         help="override a criterion threshold, e.g. medium.min_throughput=20 (repeatable).",
     )
     for spec in FIELDS:
-        group.addoption(spec.option, dest=f"quaero_{spec.name}", metavar=spec.metavar, help=spec.help + ".")
-        parser.addini(spec.ini or f"quaero_{spec.name}", spec.help + ".", default=None)
+        group.addoption(spec.option, dest=f"quaero_{spec.name}", metavar=spec.metavar,
+                        help=f"{spec.help}. Env: {' or '.join(spec.env_names)}; ini: {spec.ini}.")
+        _addini(parser, spec.ini or f"quaero_{spec.name}", f"{spec.help}. Env: {' or '.join(spec.env_names)}.",
+                spec.ini_type)
+        for old in spec.deprecated_ini:
+            _addini(parser, old, f"deprecated name of {spec.ini}.", spec.ini_type)
     parser.addini(
         "quaero_thresholds", "criterion thresholds, one per line: [SCENARIO.]KEY = VALUE.", type="linelist", default=[]
     )
@@ -50,6 +58,51 @@ def add_options(parser: pytest.Parser) -> None:
         help="with pytest-xdist (-n N): every worker runs each scenario against this ONE SQLite file at "
         "the same time (real cross-process contention); criteria judge the merged result.",
     )
+
+
+def _addini(parser: pytest.Parser, name: str, help: str, ini_type: str) -> None:
+    try:
+        parser.addini(name, help, type=ini_type, default=None)  # type: ignore[arg-type]
+    except (AssertionError, ValueError):  # pytest < 8.4 has no int or float ini type
+        parser.addini(name, help, default=None)
+
+
+def _raw_ini(config: pytest.Config, name: str) -> Any:
+    """The value as written: a string from an ini file or ``-o``, a native one from ``[tool.pytest]``.
+
+    The settings parsers read it, not ``getini``'s conversion: ``int()`` takes ``'٣'``, ``' 3_0 '``
+    and ``'+3'``, and an ini file's value would escape the checks every other source gets. The
+    raw store is private to pytest (``_inicfg`` since 9.0, ``inicfg`` and ``-o`` before); where
+    neither is found, ``getini`` it is.
+    """
+    store = getattr(config, "_inicfg", None)
+    if isinstance(store, Mapping):  # pytest >= 9: ConfigValue entries, -o overrides among them
+        entry = store.get(name)
+        return None if entry is None else getattr(entry, "value", entry)
+    override = getattr(config, "_get_override_ini_value", None)
+    legacy = config.__dict__.get("inicfg")
+    if callable(override) and isinstance(legacy, Mapping):  # pytest 8
+        value = override(name)
+        return value if value is not None else legacy.get(name)
+    return config.getini(name)
+
+
+def read_ini(config: pytest.Config) -> dict[str, Any]:
+    """Every settings ini key that is set, by name (deprecated names included, with a warning)."""
+    values: dict[str, Any] = {}
+    for spec in FIELDS:
+        for name in (spec.ini, *spec.deprecated_ini):
+            if name is None:
+                continue
+            value = _raw_ini(config, name)
+            if value is None:
+                continue
+            values[name] = value
+            if name != spec.ini:
+                config.issue_config_time_warning(pytest.PytestDeprecationWarning(
+                    f"ini option {name} is deprecated: rename it {spec.ini} (same value, same meaning)."),
+                    stacklevel=2)
+    return values
 
 
 def _report_options(group: pytest.OptionGroup) -> None:

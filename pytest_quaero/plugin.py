@@ -27,8 +27,8 @@ from pytest_quaero.fixtures import (  # noqa: F401 - fixtures are found on the p
     quaero_settings,
     quaero_store,
 )
-from pytest_quaero.markers import MARKER, known_scenarios, scenario_from_marker
-from pytest_quaero.options import add_options
+from pytest_quaero.markers import MARKER, check_marker_names, known_scenarios, scenario_from_marker
+from pytest_quaero.options import add_options, read_ini
 from pytest_quaero.session import SESSION_KEY, QuaeroSession, session_of
 
 _GATE_OPTIONS = ("save_baseline", "baseline", "compare_fail", "require_baseline", "disable", "compare_fixes",
@@ -48,7 +48,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 def _resolve_settings(config: pytest.Config) -> Settings:
     ini_name = Path(str(config.inipath)).name if config.inipath else "ini file"
     cli = {spec.name: config.getoption(f"quaero_{spec.name}") for spec in FIELDS}
-    ini = {spec.ini: config.getini(spec.ini) for spec in FIELDS if spec.ini}
+    ini = read_ini(config)
     return resolve(
         cli, os.environ, ini,
         config_file=config.getoption("quaero_config"),
@@ -217,6 +217,7 @@ def pytest_report_header(config: pytest.Config) -> list[str] | None:
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list[pytest.Item]) -> None:
     # tryfirst: our items join before -k / -m deselection, so those select them too.
+    check_marker_names(config, items)
     for item in items:
         marker = item.get_closest_marker("quaero_scenario")
         if marker is not None:

@@ -68,6 +68,9 @@ RUNS: dict[str, tuple[tuple[str, ...], dict[str, str], bool]] = {
     "pass": (("--quaero-scenario=light", *FAST, "--self-contained-html"), {"GITHUB_STEP_SUMMARY": "summary.md"}, False),
     # a forced failure, quiet (-q), without matplotlib, HTML with assets next to it
     "fail": (("--quaero-scenario=light", *FAST, "--quaero-threshold=light.min_throughput=100000", "-q"), {}, True),
+    # a forced failure with charts and self-contained HTML: what the browser test opens
+    "fail_html": (("--quaero-scenario=light", *FAST, "--quaero-threshold=light.min_throughput=100000",
+                   "--self-contained-html"), {}, False),
     # the same passing scenario under xdist (the plugin keeps a scenario's items on one worker)
     "xdist": (("--quaero-scenario=light", *FAST, "-n", "2", "--self-contained-html"), {}, False),
 }
@@ -123,6 +126,43 @@ def report_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def report_runs(pytester: pytest.Pytester, report_store: Path, monkeypatch: pytest.MonkeyPatch) -> Runs:
     monkeypatch.delenv("GITHUB_STEP_SUMMARY", raising=False)
     return Runs(pytester, report_store, monkeypatch)
+
+
+_ESCAPE = re.compile(r"\x1b(7|8|\[K|\[[0-9;]*m)")
+
+
+def screen(raw: str) -> list[str]:
+    """What a terminal shows after ``raw``: carriage returns, VT100 save/restore cursor and erase-line applied.
+
+    Enough of a terminal for the progress display's output (it never moves up a line);
+    colour codes are dropped.
+    """
+    lines, row, col, saved = [""], 0, 0, (0, 0)
+    pos = 0
+    for match in [*_ESCAPE.finditer(raw), None]:
+        end = match.start() if match else len(raw)
+        for char in raw[pos:end]:
+            if char == "\n":
+                row, col = row + 1, 0
+                if row == len(lines):
+                    lines.append("")
+            elif char == "\r":
+                col = 0
+            else:
+                line = lines[row].ljust(col)
+                lines[row] = line[:col] + char + line[col + 1:]
+                col += 1
+        if match is None:
+            break
+        code = match.group(1)
+        if code == "7":
+            saved = (row, col)
+        elif code == "8":
+            row, col = saved
+        elif code == "[K":
+            lines[row] = lines[row][:col]
+        pos = match.end()
+    return lines
 
 
 def placeholders(text: str) -> list[str]:

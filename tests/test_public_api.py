@@ -98,12 +98,12 @@ def test_a_lock_error_in_the_contract_check_is_one_sentence_naming_the_statement
     assert result.ret == pytest.ExitCode.TESTS_FAILED, out
     assert "Traceback" not in out and "raise " not in out
     line = next(line for line in result.outlines
-                if "contract check on a scratch database failed" in line and not line.startswith("ERROR "))
+                if "contract check on the run's database failed" in line and not line.startswith("ERROR "))
     assert "OperationalError: database is locked" in line
     assert "running 'BEGIN IMMEDIATE' on a connection with busy_timeout=50, journal_mode=wal" in line
     kept = line.split("database kept: ")[1].split(". ")[0]
     assert Path(kept).is_file()
     # said once, on one item; the scenario's other items are skipped as not measured
-    reported = [line for line in result.outlines if "contract check on a scratch database failed" in line]
+    reported = [line for line in result.outlines if "contract check on the run's database failed" in line]
     assert len([line for line in reported if not line.startswith("ERROR ")]) == 1  # not counting the summary
     result.assert_outcomes(errors=1, skipped=9)

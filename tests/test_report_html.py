@@ -50,22 +50,27 @@ def test_criterion_rows_carry_scenario_measured_required(report_runs, run: str) 
 
 
 @pytest.mark.parametrize("run", ["pass", "xdist"])
-def test_charts_are_inline_pngs_with_self_contained_html(report_runs, run: str) -> None:
+def test_charts_are_full_width_inline_pngs_in_the_summary(report_runs, run: str) -> None:
     pytest.importorskip("matplotlib", exc_type=ModuleNotFoundError)
     outcome = report_runs.get(run)
-    extras = [e for entries in outcome.html_data()["tests"].values() for e in entries[0]["extras"]]
-    images = [e for e in extras if e["format_type"] == "image"]
-    assert sorted(e["name"] for e in images) == [
+    text = outcome.text("html")
+    summary = text[text.index('class="quaero-summary"'):text.index('id="results-table"')]
+    images = re.findall(r'<img alt="([^"]+)" src="data:image/png;base64,([^"]+)" style="width: 100%; '
+                        r'max-width: 960px', summary)
+    assert sorted(name for name, _ in images) == [
         "quaero[light] processing time distribution", "quaero[light] queue length over time",
         "quaero[light] utilization per worker",
     ]
-    for image in images:
-        prefix = "data:image/png;base64,"
-        assert image["content"].startswith(prefix)
-        assert base64.b64decode(image["content"][len(prefix):]).startswith(PNG_MAGIC)
+    for _, content in images:
+        png = base64.b64decode(content)
+        assert png.startswith(PNG_MAGIC)
+        assert int.from_bytes(png[16:20], "big") >= 900  # drawn 960 px wide: readable without a click
+    extras = [e for entries in outcome.html_data()["tests"].values() for e in entries[0]["extras"]]
+    assert not [e for e in extras if e["format_type"] == "image"]  # no carousel thumbnails
     tables = [e["content"] for e in extras if e["format_type"] == "html"]
     assert any("quaero-criteria" in t and "Throughput" in t for t in tables)
-    assert CHARTS_HINT not in outcome.text("html")
+    assert any('href="#quaero-run-' in t or "in the summary at the top" in t for t in tables)
+    assert CHARTS_HINT not in text
 
 
 def test_without_matplotlib_the_report_says_how_to_get_charts(report_runs) -> None:
@@ -82,9 +87,23 @@ def test_summary_holds_each_scenarios_criteria_table(report_runs) -> None:
     text = outcome.text("html")
     summary = text[text.index('class="quaero-summary"'):]
     assert "quaero load test: FAIL" in summary
-    assert re.search(r"<td>Throughput</td><td>[\d.]+ jobs/sec</td><td>&gt;= 100000 jobs/sec</td>"
-                     r"<td class=\"failed\">FAIL</td>", summary)
-    assert "Details and charts: <code>quaero[light]::execution_time</code>" in summary
+    assert re.search(r"<td [^>]*>Throughput</td><td [^>]*>[\d.]+ jobs/sec</td><td [^>]*>&gt;= 100000 jobs/sec</td>"
+                     r"<td class=\"failed\" style=\"[^\"]*color: #c00[^\"]*\">FAIL</td>", summary)
+    # the scenario's name links to the row of its first failing criterion, which holds its tables
+    assert '<a href="#quaero[light]::throughput">quaero[light]</a>' in summary
+    rows = outcome.html_data()["tests"]
+    failing = [e["content"] for e in rows["quaero[light]::throughput"][0]["extras"] if e["format_type"] == "html"]
+    assert any("quaero-criteria" in t for t in failing)
+    assert not rows["quaero[light]::execution_time"][0]["extras"]
+
+
+def test_duration_of_criterion_rows_points_at_the_load_run(report_runs) -> None:
+    rows = report_runs.get("pass").html_data()["tests"]
+    carrier = _cell(rows["quaero[light]::execution_time"][0]["resultsTableRow"], "duration")
+    assert carrier.endswith("(the load run, in this item's setup)")
+    other = _cell(rows["quaero[light]::throughput"][0]["resultsTableRow"], "duration")
+    assert other.endswith('(judged from the load run timed on <a href="#quaero[light]::execution_time">'
+                          'quaero[light]::execution_time</a>)')
 
 
 def test_environment_lists_sqlite_python_and_settings(report_runs) -> None:

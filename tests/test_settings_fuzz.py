@@ -132,10 +132,11 @@ def test_command_line(name: str, value: str) -> None:
 
 
 @FUZZ
-@given(name=st.sampled_from(NAMES), value=ENV_STRINGS)
-def test_environment(name: str, value: str) -> None:
-    env = FIELD_BY_NAME[name].env
-    assert env
+@given(name=st.sampled_from(NAMES), value=ENV_STRINGS, alias=st.booleans())
+def test_environment(name: str, value: str, alias: bool) -> None:
+    # the option's own variable, or the Quaero service's one (read the same way)
+    names = FIELD_BY_NAME[name].env_names
+    env = names[-1] if alias else names[0]
     _expect_settings_or_error(lambda: resolve({}, {env: value}, {}), name, value)
 
 

@@ -11,9 +11,9 @@ Each stored result is found by two keys:
   runners change every run). ``QUAERO_BASELINE_MACHINE`` replaces it with a name of
   your own, e.g. one shared by a fleet of identical runners.
 
-Saving reads, merges and rewrites the store under a lock file (``fcntl.flock`` where
-it exists, an ``O_EXCL`` lock file elsewhere) and replaces it atomically, so xdist
-workers that save at the same moment each add their scenario and none is lost.
+Saving reads, merges and rewrites the store under a lock file (:mod:`filelock`) and
+replaces it atomically, so xdist workers that save at the same moment each add their
+scenario and none is lost.
 
 Comparing a run with the baseline found is :mod:`pytest_quaero.core.comparison`; its
 names are importable from here too.
@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import sys
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -89,59 +88,22 @@ def fingerprint(machine: Mapping[str, Any] | None = None) -> str:
 # ---------------------------------------------------------------- the lock
 
 
-if sys.platform == "win32":  # pragma: no cover - no flock(): a lock file created with O_EXCL
+@contextlib.contextmanager
+def _locked(path: Path, timeout: float = 60.0) -> Iterator[None]:
+    """Hold ``path`` + ``.lock`` exclusively, across processes (xdist workers, CI jobs).
 
-    @contextlib.contextmanager
-    def _locked(path: Path, timeout: float = 60.0) -> Iterator[None]:
-        """Hold ``path`` + ``.lock`` exclusively, across processes (xdist workers, CI jobs)."""
-        lock_path = path.with_name(path.name + ".lock")
-        lock_path.parent.mkdir(parents=True, exist_ok=True)
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                fd = os.open(lock_path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-                os.close(fd)
-                break
-            except FileExistsError:
-                # A lock older than the timeout belongs to a process that died holding it.
-                with contextlib.suppress(OSError):
-                    if time.time() - lock_path.stat().st_mtime > timeout:
-                        os.unlink(lock_path)
-                        continue
-                if time.monotonic() > deadline:
-                    raise BaselineError(f"{path}: {lock_path} has been held for {timeout:g}s") from None
-                time.sleep(0.01)
-        try:
+    :mod:`filelock` (flock on POSIX, msvcrt on Windows): the OS drops the lock of a process
+    that dies holding it, so no stale lock file blocks the next run.
+    """
+    from filelock import FileLock, Timeout  # deferred: only saving a baseline takes the lock
+
+    lock_path = path.with_name(path.name + ".lock")
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        with FileLock(str(lock_path), timeout=timeout):
             yield
-        finally:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(lock_path)
-
-else:
-    import fcntl
-
-    @contextlib.contextmanager
-    def _locked(path: Path, timeout: float = 60.0) -> Iterator[None]:
-        """Hold ``path`` + ``.lock`` exclusively, across processes (xdist workers, CI jobs)."""
-        lock_path = path.with_name(path.name + ".lock")
-        lock_path.parent.mkdir(parents=True, exist_ok=True)
-        deadline = time.monotonic() + timeout
-        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            while True:
-                try:
-                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    break
-                except BlockingIOError:
-                    if time.monotonic() > deadline:
-                        raise BaselineError(f"{path}: another process has held {lock_path} for {timeout:g}s") from None
-                    time.sleep(0.01)
-            try:
-                yield
-            finally:
-                fcntl.flock(fd, fcntl.LOCK_UN)
-        finally:
-            os.close(fd)
+    except Timeout:
+        raise BaselineError(f"{path}: another process has held {lock_path} for {timeout:g}s") from None
 
 
 # ---------------------------------------------------------------- the store

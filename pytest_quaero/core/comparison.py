@@ -18,6 +18,7 @@ from typing import Any
 from pytest_quaero.core.fields import parse_duration
 from pytest_quaero.core.metrics import RunResult
 from pytest_quaero.core.noise import band
+from pytest_quaero.core.table import aligned
 
 __all__ = [
     "METRICS",
@@ -346,9 +347,7 @@ def format_table(rows: Sequence[MetricRow] | Sequence[Mapping[str, Any]], *, gat
             continue
         cells.append((data["metric"], data["before_text"], data["now_text"], data["change"], data.get("noise") or "-",
                       data["limit"] or "-", data["status"]))
-    widths = [max(len(line[i]) for line in [_TABLE_HEADERS, *cells]) for i in range(len(_TABLE_HEADERS))]
-    return ["  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip()
-            for line in [_TABLE_HEADERS, *cells]]
+    return aligned([_TABLE_HEADERS, *cells])
 
 
 def scenario_key(result: RunResult | Mapping[str, Any]) -> str:

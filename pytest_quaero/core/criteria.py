@@ -214,11 +214,23 @@ def _deletion(r: RunResult, t: Thresholds) -> Verdict:
         # say so rather than pass in silence: these acks ran on connections without the ledger
         problems.append(f"which message each of the {acks['unchecked']} acks removed was not checked (their "
                         "connections are not observed, or the queue keeps its messages outside goqite)")
-    measured = f"{r.deletion_rate:.1f}% ({max(0, r.messages_deleted)}/{deletable} deleted)"
+    # A queue that keeps what it acknowledged (counts() said so) acknowledges rather than deletes.
+    acked = int(r.integrity.get("acked_messages", 0) or 0)
+    verb = "acknowledged" if acked else "deleted"
+    measured = f"{r.deletion_rate:.1f}% ({max(0, r.messages_deleted)}/{deletable} {verb})"
+    if acked:
+        problems.append(f"the queue keeps acknowledged messages: {acked} acknowledged and retained")
     if wrong:
         measured += f", {wrong} of {acks.get('checked', wrong)} acks wrong"
+    # A message gone while its job never finished was not deleted as done: lost, never "0 messages left".
+    lost = r.lost_jobs
+    if lost:
+        measured += f", {lost} gone with the job unfinished"
+        problems.append(f"{lost} jobs lost: their message was {verb} or dropped, the job neither completed nor "
+                        "failed (" + ", ".join(r.integrity.get("lost_examples", [])[:3]) + ")")
     return Verdict("queue_deletion", "Queue Deletion Success Rate", measured, _pct_req(t.min_deletion_rate),
-                   r.deletion_rate >= t.min_deletion_rate and not wrong, r.deletion_rate, "; ".join(problems))
+                   r.deletion_rate >= t.min_deletion_rate and not wrong and not lost, r.deletion_rate,
+                   "; ".join(problems))
 
 
 def _hierarchy(r: RunResult, t: Thresholds) -> Verdict:
@@ -361,6 +373,12 @@ def _lock_hold(r: RunResult, t: Thresholds) -> Verdict:
                   if op != HARNESS_OPERATION and data.get("hold_ms", {}).get("samples")}
     if not operations:
         return Verdict("write_lock_hold", "Write Lock Hold", "no write transaction held the lock", required, True)
+    if r.extra.get("pool", {}).get("kind") == "external":
+        # Only this process's connections are observed: the plugin's own producers, never the workers
+        # under test. Judging the producers would blame the harness for the machine's load.
+        return Verdict("write_lock_hold", "Write Lock Hold", "not measured: the workers ran in another process "
+                       f"({r.extra['pool'].get('command', 'the worker command')}), whose connections the plugin "
+                       "cannot observe", required, True)
     worst_tail_op = max(operations, key=lambda op: _longest(operations[op]))
     longest = _longest(operations[worst_tail_op]) / 1000
     raw_max = max(data["hold_ms"]["max"] for data in operations.values()) / 1000

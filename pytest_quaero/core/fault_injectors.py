@@ -219,6 +219,16 @@ class FaultEndpointFactory:
         state["kill"] = None  # a worker process never produces
         return state
 
+    @property
+    def prepare_database(self) -> Any:
+        """The wrapped factory's setup hook (pytest_quaero_prepare_database), still run once."""
+        return getattr(self.inner, "prepare_database", None)
+
+    @property
+    def watch_queue(self) -> bool:
+        """A user's queue is watched through its own counts() under a fault run too."""
+        return bool(getattr(self.inner, "watch_queue", False))
+
     def __call__(self, db_path: str, settings: Settings) -> Endpoint:
         kill = self.kill
         if kill is None or threading.current_thread().name != f"quaero-producer-{self.parent}" or kill.killed_at:

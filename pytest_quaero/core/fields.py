@@ -1,7 +1,9 @@
 """The settings table: how each setting is spelled in every source, and how its value is read.
 
-One :class:`FieldSpec` per setting names its ``--quaero-*`` option, ``QUAERO_*``
-environment variable, TOML key and ini option, and the parser that checks a raw value.
+One :class:`FieldSpec` per setting names its ``--quaero-*`` option, the ``QUAERO_*``
+environment variable spelled after it (``--quaero-workers``: ``QUAERO_WORKERS``) and the
+Quaero service's own variable for it (``QUAERO_QUEUE_CONCURRENCY``, read too), the TOML
+key and the ini option, and the parser that checks a raw value.
 :mod:`pytest_quaero.core.settings` resolves the sources with this table; the plugin's
 option table (``--help``) is built from it too, which is why this module imports
 nothing but the standard library: it is read at every pytest start-up.
@@ -266,6 +268,31 @@ def _db_file(value: Any) -> str:
     return text
 
 
+def _command(value: Any) -> str:
+    """A worker command line: its program found on PATH, an executable file, or a Go module directory."""
+    import shlex  # deferred: only a worker command is split, and this module is read at every start-up
+    import shutil
+
+    if not isinstance(value, (str, os.PathLike)):
+        raise ValueError(value)
+    text = os.fsdecode(value).strip()
+    if not text or "\0" in text or not text.isprintable():
+        raise ValueError(value)
+    try:
+        argv = shlex.split(text)
+    except ValueError:  # an unclosed quote
+        raise ValueError(value) from None
+    if not argv:
+        raise ValueError(value)
+    program = os.path.expanduser(argv[0])
+    if os.path.isdir(program):
+        if not os.path.isfile(os.path.join(program, "go.mod")):
+            raise ValueError(value)
+    elif shutil.which(program) is None:  # not found, or found but not executable
+        raise ValueError(value)
+    return text
+
+
 # ---------------------------------------------------------------- field table
 
 
@@ -278,13 +305,31 @@ class FieldSpec:
     parse: Callable[[Any], Any]
     allowed: str
     help: str
-    env: str | None = None
+    #: the variable the Quaero service itself reads (``QUAERO_QUEUE_CONCURRENCY``): read too, after
+    #: :attr:`env`, so a CI job that already exports the service's settings tests with them
+    service_env: str | None = None
     toml: tuple[str, str] | None = None
     ini: str | None = None
     metavar: str = "VALUE"
 
     #: a number, duration or keyword: only ASCII is read (a name or a path may be anything)
     ascii_only: bool = True
+    #: how ``pytest --help`` types the ini key: ``int`` or ``bool`` where every value is one
+    ini_type: str = "string"
+    #: earlier spellings of the ini key, still read (with a deprecation warning)
+    deprecated_ini: tuple[str, ...] = ()
+
+    @property
+    def env(self) -> str:
+        """The option's own variable: ``--quaero-busy-timeout`` -> ``QUAERO_BUSY_TIMEOUT``."""
+        return self.option.lstrip("-").replace("-", "_").upper()
+
+    @property
+    def env_names(self) -> tuple[str, ...]:
+        """Every variable read, first wins: the option's own, then the service's."""
+        if self.service_env is None or self.service_env == self.env:
+            return (self.env,)
+        return (self.env, self.service_env)
 
     def read(self, value: Any, where: str) -> Any:
         """``value`` parsed, or a SettingsError saying ``where`` it came from and what is allowed.
@@ -314,7 +359,7 @@ _INT64 = " that fits in 64 bits"
 FIELDS: tuple[FieldSpec, ...] = (
     FieldSpec("workers", "--quaero-workers", _int(1, _MAX_WORKERS), f"a whole number >= 1 (at most {_MAX_WORKERS})",
               "worker pool size (template: 2)", "QUAERO_QUEUE_CONCURRENCY",
-              ("queue", "concurrency"), "quaero_workers", "N"),
+              ("queue", "concurrency"), "quaero_workers", "N", ini_type="int"),
     FieldSpec("stagger", "--quaero-stagger", _duration(0), _DURATION_ALLOWED,
               "delay between worker starts: worker k starts k x stagger after the pool (500ms)",
               "QUAERO_QUEUE_STAGGER", ("queue", "stagger"), "quaero_stagger", "DURATION"),
@@ -325,7 +370,7 @@ FIELDS: tuple[FieldSpec, ...] = (
               ("storage.sqlite", "busy_timeout_ms"), "quaero_busy_timeout", "MS"),
     FieldSpec("retry_attempts", "--quaero-retries", _int(1), "a whole number of attempts >= 1" + _INT64,
               "attempts per write before a busy error escapes (5)", "QUAERO_SQLITE_RETRY_ATTEMPTS",
-              ("storage.sqlite", "retry_attempts"), "quaero_retries", "N"),
+              ("storage.sqlite", "retry_attempts"), "quaero_retries", "N", ini_type="int"),
     FieldSpec("retry_backoff", "--quaero-backoff", _duration(0), _DURATION_ALLOWED,
               "first retry delay, doubled on each further retry (100ms)", "QUAERO_SQLITE_RETRY_BACKOFF",
               ("storage.sqlite", "retry_backoff"), "quaero_backoff", "DURATION"),
@@ -335,20 +380,21 @@ FIELDS: tuple[FieldSpec, ...] = (
               "quaero_visibility_timeout", "DURATION"),
     FieldSpec("max_receive", "--quaero-max-receive", _int(1), "a whole number >= 1" + _INT64,
               "deliveries before a message is dead (3)", "QUAERO_QUEUE_MAX_RECEIVE",
-              ("queue", "max_receive"), "quaero_max_receive", "N"),
+              ("queue", "max_receive"), "quaero_max_receive", "N", ini_type="int"),
     FieldSpec("poll_interval", "--quaero-poll-interval", _duration(0), _DURATION_ALLOWED,
               "how long a worker waits after finding the queue empty (1s)", "QUAERO_QUEUE_POLL_INTERVAL",
               ("queue", "poll_interval"), "quaero_poll_interval", "DURATION"),
     FieldSpec("wal", "--quaero-wal", _bool, "true or false",
               "WAL journal mode (true)", "QUAERO_SQLITE_WAL_MODE", ("storage.sqlite", "wal_mode"),
-              "quaero_wal", "BOOL"),
+              "quaero_wal", "BOOL", ini_type="bool"),
     FieldSpec("synchronous", "--quaero-synchronous", _choice("OFF", "NORMAL", "FULL", "EXTRA", upper=True),
               "OFF, NORMAL, FULL or EXTRA", "PRAGMA synchronous (NORMAL)", "QUAERO_SQLITE_SYNCHRONOUS",
               ("storage.sqlite", "synchronous"), "quaero_synchronous", "MODE"),
     FieldSpec("cache_size_mb", "--quaero-cache-size", _int(1, _MAX_CACHE_SIZE_MB),
               f"megabytes, a whole number >= 1 (at most {_MAX_CACHE_SIZE_MB}, SQLite's limit)",
               "SQLite page cache per connection in MB (64)", "QUAERO_SQLITE_CACHE_SIZE_MB",
-              ("storage.sqlite", "cache_size_mb"), "quaero_cache_size_mb", "MB"),
+              ("storage.sqlite", "cache_size_mb"), "quaero_cache_size", "MB", ini_type="int",
+              deprecated_ini=("quaero_cache_size_mb",)),
     FieldSpec("queue_name", "--quaero-queue-name", _name, "a non-empty name of printable characters",
               "goqite queue name (quaero_jobs)", "QUAERO_QUEUE_NAME", ("queue", "queue_name"),
               "quaero_queue_name", "NAME", ascii_only=False),
@@ -361,10 +407,32 @@ FIELDS: tuple[FieldSpec, ...] = (
               "QUAERO_LOAD_WORKER_MODE", ("load_test", "worker_mode"), "quaero_worker_mode", "MODE"),
     FieldSpec("seed", "--quaero-seed", _int(0), "a whole number >= 0" + _INT64,
               "seed of the simulated work times (0)", "QUAERO_LOAD_SEED", ("load_test", "seed"),
-              "quaero_seed", "N"),
+              "quaero_seed", "N", ini_type="int"),
     FieldSpec("begin_immediate", "--quaero-begin-immediate", _bool, "true or false",
               "BEGIN IMMEDIATE for read-then-write transactions (true)", "QUAERO_SQLITE_BEGIN_IMMEDIATE",
-              ("storage.sqlite", "begin_immediate"), "quaero_begin_immediate", "BOOL"),
+              ("storage.sqlite", "begin_immediate"), "quaero_begin_immediate", "BOOL",
+              ini_type="bool"),
+    FieldSpec("worker_command", "--quaero-worker-command", _command,
+              "a command line whose program is on PATH or is an executable file, or a Go module directory "
+              "(a directory with go.mod, built once per session)",
+              "run this command as the worker pool (any language; JSON-lines events, see the README) "
+              "instead of the built-in Python workers", "QUAERO_WORKER_COMMAND", ("queue", "worker_command"),
+              "quaero_worker_command", "COMMAND", ascii_only=False),
+    FieldSpec("worker_processes", "--quaero-worker-processes", _choice("one", "per-worker"), "one or per-worker",
+              "with --quaero-worker-command: one process running every worker, or one process per worker (one)",
+              "QUAERO_WORKER_PROCESSES", ("queue", "worker_processes"), "quaero_worker_processes", "MODE"),
+    FieldSpec("builtin_workers", "--quaero-builtin-workers", _int(0, _MAX_WORKERS),
+              f"a whole number >= 0 (at most {_MAX_WORKERS})",
+              "with --quaero-worker-command: built-in Python workers draining the same queue beside it (0)",
+              "QUAERO_BUILTIN_WORKERS", ("queue", "builtin_workers"), "quaero_builtin_workers", "N",
+              ini_type="int"),
+    FieldSpec("worker_start_timeout", "--quaero-worker-start-timeout", _duration(0, positive=True),
+              f"{DURATION_HELP} (> 0), at most {MAX_DURATION_TEXT}",
+              "how long a worker command may take to say hello (30s)", "QUAERO_WORKER_START_TIMEOUT",
+              ("queue", "worker_start_timeout"), "quaero_worker_start_timeout", "DURATION"),
+    FieldSpec("worker_stop_grace", "--quaero-worker-stop-grace", _duration(0), _DURATION_ALLOWED,
+              "how long a worker command may take to stop after SIGTERM before SIGKILL (5s)",
+              "QUAERO_WORKER_STOP_GRACE", ("queue", "worker_stop_grace"), "quaero_worker_stop_grace", "DURATION"),
     FieldSpec("db_path", "--quaero-db", _db_file, "a file path in an existing directory",
               "run on this SQLite file instead of a temporary one, and keep it", "QUAERO_LOAD_DB",
               ("load_test", "db"), "quaero_db", "PATH", ascii_only=False),

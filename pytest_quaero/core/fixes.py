@@ -60,6 +60,7 @@ from pytest_quaero.core.metrics import RunResult
 from pytest_quaero.core.run import run_scenario
 from pytest_quaero.core.scenarios import Scenario
 from pytest_quaero.core.settings import Settings
+from pytest_quaero.core.table import aligned
 
 __all__ = ["FIXES", "Fix", "FixError", "compare_fixes", "disable", "figures", "parse_fixes"]
 
@@ -231,8 +232,7 @@ def comparison_lines(result: RunResult) -> list[str]:
     for entry in comparison["ablation"]:
         row(f"without {entry['fix']}", entry)
     row("as configured (after)", comparison["after"])
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    lines = ["  " + "  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip() for r in rows]
+    lines = aligned(rows, indent="  ")
     pct = comparison["improvement_pct"]
     lines.append(
         f"  busy errors before fixes: {comparison['busy_errors_before']}, after: {comparison['busy_errors_after']}, "

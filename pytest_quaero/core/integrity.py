@@ -174,13 +174,24 @@ def check(
     }
 
 
-def recount_lost(checks: dict[str, Any], messages_left: int) -> None:
+def recount_lost(checks: dict[str, Any], messages_left: int, *, acked: int = 0) -> None:
     """Lost jobs for a queue that keeps its messages outside goqite: counted, not named.
 
     Its messages' bodies cannot be read, so each message still queued is taken to carry one
-    unfinished job, and only the unfinished children beyond those are lost.
+    unfinished job, and only the unfinished children beyond those are lost. ``acked``: the
+    messages the queue keeps after acknowledging them (``counts()`` of a retaining queue);
+    they are not "left", and more of them than finished children means a job was acknowledged
+    without finishing, whatever the queue's other figures say.
     """
-    lost = max(0, int(checks["unfinished_children"]) - max(0, messages_left))
+    finished = int(checks["children_completed"]) + int(checks["children_failed"])
+    lost = max(0, int(checks["unfinished_children"]) - max(0, messages_left), acked - finished)
     checks["lost_jobs"] = lost
-    checks["lost_examples"] = [] if not lost else [f"{lost} of {checks['unfinished_children']} unfinished children"
-                                                   f" have no message left in the queue"]
+    checks["acked_messages"] = max(0, acked)
+    unfinished = checks["unfinished_children"]
+    if not lost:
+        checks["lost_examples"] = []
+    elif acked > finished:
+        checks["lost_examples"] = [f"{acked} messages acknowledged for {finished} finished children: {lost} of "
+                                   f"{unfinished} unfinished children were acknowledged without finishing"]
+    else:
+        checks["lost_examples"] = [f"{lost} of {unfinished} unfinished children have no message left in the queue"]

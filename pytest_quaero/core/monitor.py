@@ -13,7 +13,7 @@ from __future__ import annotations
 import dataclasses
 import sqlite3
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -49,9 +49,11 @@ class Progress:
 class Tally:
     """Folds worker events into counters as they arrive."""
 
-    def __init__(self, workers: int, t0: float) -> None:
+    def __init__(self, workers: int, t0: float, names: Sequence[str] | None = None) -> None:
         self.t0 = t0
-        self.workers = [WorkerRecord(index=i, name=f"JobWorker-{i + 1}") for i in range(workers)]
+        # an external or mixed pool names its own workers (``go-1``, ``JobWorker-3``)
+        names = list(names) if names else [f"JobWorker-{i + 1}" for i in range(workers)]
+        self.workers = [WorkerRecord(index=i, name=name) for i, name in enumerate(names)]
         #: every job that reached completed or failed; ``completed`` is derived from it (one set
         #: of ids, not two: at 150,000 jobs a second set would cost ~6 MB)
         self.finished: set[str] = set()
@@ -122,9 +124,12 @@ class Tally:
             elif kind == "instruments":
                 self.instrument_parts.append(event[2])
             elif kind == "error":
-                self.errors.append(f"JobWorker-{index + 1}: {event[2]}")
+                self.errors.append(f"{self._name(index)}: {event[2]}")
             elif kind == "crashed":
-                self.crashed.append({"worker": f"JobWorker-{index + 1}", "error": event[2], "origin": event[3]})
+                self.crashed.append({"worker": self._name(index), "error": event[2], "origin": event[3]})
+
+    def _name(self, index: int) -> str:
+        return self.workers[index].name if 0 <= index < len(self.workers) else f"JobWorker-{index + 1}"
 
 
 #: the monitor's own busy_timeout floor (ms), whatever the settings under test say
@@ -164,6 +169,7 @@ def watch(scenario: Scenario, settings: Settings, pool: WorkerPool, producers: P
     queue = watched if watched is not None else Queue(
         monitor, settings.queue_name, visibility_timeout=settings.visibility_timeout, max_receive=settings.max_receive)
     queueing_marked = False
+    due = time.monotonic()
     while True:
         now = time.monotonic()
         # Ask the producers first, then count: a producer finishing between a count of an
@@ -206,7 +212,10 @@ def watch(scenario: Scenario, settings: Settings, pool: WorkerPool, producers: P
             result.worker_errors.append("every worker stopped before the queue drained")
             mark("jobs_completed", label="Every worker stopped before the queue drained")
             return
-        _nap(pool, producers, tally, now + (interval if counts is not None else sample_interval))
+        # The next sample is due one interval after the last one was due, not after this one ended:
+        # samples stay on the stated cadence instead of drifting later by each sample's own cost.
+        due = max(due + (interval if counts is not None else sample_interval), time.monotonic())
+        _nap(pool, producers, tally, due)
 
 
 def _nap(pool: WorkerPool, producers: Producers, tally: Tally, until: float) -> None:

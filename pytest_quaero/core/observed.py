@@ -25,10 +25,12 @@ from __future__ import annotations
 
 import contextlib
 import sqlite3
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from types import FrameType
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from pytest_quaero.core import ledger
@@ -116,7 +118,11 @@ class ObservedConnection(sqlite3.Connection):
         #: the ledger's triggers are on this connection (0: not yet; tried again at a later write)
         self._armed = False
         self._arm_tries = 0
+        #: who opened it (the top package of the code that called sqlite3.connect), until its
+        #: configuration is recorded (at its first statement that is not a PRAGMA); None once recorded
+        self._opened_by: str | None = None
         if self._instruments is not None:
+            self._opened_by = _opener()
             self._instruments.opened(current_operation())
             self._arm()
 
@@ -135,7 +141,7 @@ class ObservedConnection(sqlite3.Connection):
         return self._instruments
 
     def cursor(self, factory: Any = None) -> Any:
-        return super().cursor(factory or ObservedCursor)
+        return super().cursor(_observed_cursor(factory))
 
     def execute(self, sql: str, parameters: Any = (), /) -> sqlite3.Cursor:
         return self._observe(sql, _CONNECTION_EXECUTE, self, sql, parameters)
@@ -157,6 +163,8 @@ class ObservedConnection(sqlite3.Connection):
         if instruments is None:
             return method(*args)
         words = _words(sql)
+        if self._opened_by is not None and words and words[0] != "PRAGMA":
+            self._record_configuration(instruments)
         was_in = self.in_transaction
         changes = self.total_changes
         if changes != self._last_total:
@@ -185,19 +193,38 @@ class ObservedConnection(sqlite3.Connection):
         return result
 
     def configuration(self) -> tuple[int, str, str]:
-        """(busy_timeout ms, journal_mode, synchronous) read back from SQLite, not counted as statements."""
+        """(busy_timeout ms, journal_mode, synchronous) read back from SQLite, not counted as statements.
+
+        The caller records it (:func:`pytest_quaero.core.db.connect` does, with its origin), so
+        the connection does not record itself again at its first statement.
+        """
+        self._opened_by = None
+        return self._read_configuration()
+
+    def _read_configuration(self) -> tuple[int, str, str]:
         def read(name: str) -> Any:
             return _CONNECTION_EXECUTE(self, f"PRAGMA {name}").fetchone()[0]
 
         synchronous = int(read("synchronous"))
         return int(read("busy_timeout")), str(read("journal_mode")).lower(), SYNCHRONOUS_NAMES.get(synchronous, "?")
 
+    def _record_configuration(self, instruments: Instruments) -> None:
+        # A connection the code under test opened itself (sqlite3.connect inside a library or a
+        # handler): its pragmas are what the library set after connecting, read back before its
+        # first real statement. Recorded once; a connection that cannot be read is left out.
+        opened_by, self._opened_by = self._opened_by, None
+        try:
+            configuration = self._read_configuration()
+        except sqlite3.Error:
+            return
+        instruments.configured(opened_by or "unknown", configuration)
+
     def _describe_failure(self, sql: str) -> str:
         """The statement that failed and the pragmas its connection ran with, for an error message."""
         statement = " ".join(sql.split())
         statement = statement if len(statement) <= 120 else statement[:117] + "..."
         try:
-            timeout, journal, synchronous = self.configuration()
+            timeout, journal, synchronous = self._read_configuration()
             pragmas = f"busy_timeout={timeout}, journal_mode={journal}, synchronous={synchronous}"
         except sqlite3.Error:
             pragmas = "pragmas unreadable"
@@ -267,6 +294,39 @@ _CONNECTION_COMMIT: Callable[..., None] = sqlite3.Connection.commit
 _CONNECTION_ROLLBACK: Callable[..., None] = sqlite3.Connection.rollback
 _CURSOR_EXECUTE: Callable[..., sqlite3.Cursor] = sqlite3.Cursor.execute
 _CURSOR_EXECUTEMANY: Callable[..., sqlite3.Cursor] = sqlite3.Cursor.executemany
+
+
+_combined_cursors: dict[type, type] = {}
+
+
+def _observed_cursor(factory: Any) -> Any:
+    """A cursor class whose statements are observed: a library's own cursor class (Django's) too."""
+    if factory is None or factory is sqlite3.Cursor:
+        return ObservedCursor
+    if not isinstance(factory, type) or not issubclass(factory, sqlite3.Cursor) or issubclass(factory, ObservedCursor):
+        return factory  # a callable that is not a cursor class: left alone
+    combined = _combined_cursors.get(factory)
+    if combined is None:
+        # the library's class first: its execute() runs, and its super() call lands in the observed one
+        combined = _combined_cursors[factory] = type(f"Observed{factory.__name__}", (factory, ObservedCursor), {})
+    return combined
+
+
+#: modules whose frames are skipped when naming who opened a connection
+_PLUMBING = ("pytest_quaero.core.observed", "sqlite3", "sqlite3.dbapi2")
+
+
+def _opener() -> str:
+    """The top package of the code that called ``sqlite3.connect`` (``sqlalchemy``, ``django``, ``conftest``)."""
+    frame: FrameType | None = sys._getframe(2)
+    for _ in range(12):
+        if frame is None:
+            break
+        module = str(frame.f_globals.get("__name__", ""))
+        if module not in _PLUMBING:
+            return module.split(".")[0] or "unknown"
+        frame = frame.f_back
+    return "unknown"
 
 
 # --- every sqlite3.connect of the run

@@ -28,6 +28,7 @@ One object per thread
 from __future__ import annotations
 
 import inspect
+import json
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
@@ -37,6 +38,8 @@ if TYPE_CHECKING:  # annotations only: importing the plugin stays free of the qu
 __all__ = [
     "QUEUE_METHODS",
     "STORE_METHODS",
+    "AdaptedQueue",
+    "CountsSeen",
     "ProtocolError",
     "QueueProtocol",
     "StoreProtocol",
@@ -57,11 +60,13 @@ class QueueProtocol(Protocol):
     if the object has it.
     """
 
-    def send(self, body: bytes) -> str:
-        """Enqueue one message; return its id. Atomic: one transaction.
+    def send(self, body: bytes) -> str | None:
+        """Enqueue one message; return its id, or ``None``. Atomic: one transaction.
 
         ``body`` is the JSON job message; hand it back byte for byte in
-        :meth:`receive`.
+        :meth:`receive`. A library that gives no id at enqueue may return ``None``: the
+        plugin correlates each message with its job by the key it put into the body
+        (the job id, ``"id"``), which is also the message's id when a received object has none.
         """
         ...
 
@@ -75,19 +80,34 @@ class QueueProtocol(Protocol):
         :class:`pytest_quaero.core.queue.Message` (``id``, ``body``, ``received``:
         how many times it has been delivered, 1 on the first delivery, which
         decides when a failing job is given up after ``max_receive``).
+
+        Or return the library's own object, or a ``Message`` subclass carrying it: anything
+        with a ``body`` (bytes or str), and ``received`` and ``id`` if it has them (else 1,
+        and the job id from the body). :meth:`delete` then gets that very object back,
+        so an adapter acks through what it fetched, without an id map of its own.
         """
         ...
 
     def delete(self, message_id: str) -> bool:
-        """Acknowledge a processed message; ``False`` if it was already gone. Atomic."""
+        """Acknowledge a processed message; ``False`` if it was already gone. Atomic.
+
+        Gets the message's id when :meth:`receive` returned a plain ``Message``, else the
+        object :meth:`receive` returned. A queue that keeps acknowledged rows (marked
+        done, or made invisible) acknowledges here; deleting is not required.
+        """
         ...
 
     def counts(self) -> QueueCounts:
         """This queue's messages now: ``total`` (rows still held), ``visible`` (receivable
         now), ``in_flight`` (claimed or delayed), ``dead`` (given up: never delivered again).
 
-        The run watches it to know when the queue drained (``total - dead == 0``)
-        and reads it once more for ``messages_left`` and ``dead_messages``.
+        A queue that keeps acknowledged messages counts them in ``total`` and in none of
+        the other three: what ``total`` holds beyond ``visible + in_flight + dead`` is
+        *acknowledged and retained* (or set an ``acked`` attribute saying how many). The
+        run watches ``visible + in_flight`` to know when the queue drained, reads it once
+        more for ``messages_left`` and ``dead_messages``, and reports the acknowledged ones
+        apart: the deletion criterion then reads "acknowledged", and a job whose message
+        was acknowledged without the job finishing is a lost job, never "0 messages left".
         """
         ...
 
@@ -139,7 +159,7 @@ class StoreProtocol(Protocol):
 
 # name -> (positional arguments the harness passes, how the contract spells it)
 QUEUE_METHODS: dict[str, tuple[tuple[Any, ...], dict[str, Any], str]] = {
-    "send": ((b"{}",), {}, "send(body: bytes) -> str"),
+    "send": ((b"{}",), {}, "send(body: bytes) -> str | None"),
     "receive": ((), {}, "receive() -> Message | None"),
     "delete": (("m_0",), {}, "delete(message_id: str) -> bool"),
     "counts": ((), {}, "counts() -> QueueCounts"),
@@ -203,3 +223,87 @@ def check_queue(obj: object, origin: str = "pytest_quaero_make_queue") -> None:
 def check_store(obj: object, origin: str = "pytest_quaero_make_store") -> None:
     """Raise :class:`ProtocolError` naming every method the store lacks or mis-declares."""
     _check(obj, STORE_METHODS, "store", origin)
+
+
+# ------------------------------------------------------------------ what the harness sees of a hook's queue
+
+
+class CountsSeen:
+    """A hook queue's ``counts()`` as the run reads it: ``total`` is what is left to deliver or dead.
+
+    ``acked`` is what the queue keeps after acknowledging it (0 for a queue that deletes);
+    ``visible``, ``in_flight`` and ``dead`` are the queue's own figures.
+    """
+
+    __slots__ = ("acked", "dead", "in_flight", "total", "visible")
+
+    def __init__(self, visible: int, in_flight: int, dead: int, acked: int) -> None:
+        self.visible, self.in_flight, self.dead, self.acked = visible, in_flight, dead, acked
+        self.total = visible + in_flight + dead
+
+    def __repr__(self) -> str:
+        return (f"CountsSeen(total={self.total}, visible={self.visible}, in_flight={self.in_flight}, "
+                f"dead={self.dead}, acked={self.acked})")
+
+
+def correlation_key(body: bytes | str) -> str:
+    """The key the plugin put into a message body (its job's id), or ``?`` when there is none."""
+    try:
+        found = json.loads(body)
+    except ValueError:
+        return "?"
+    return str(found.get("id", "?")) if isinstance(found, dict) else "?"
+
+
+class AdaptedQueue:
+    """A hook's queue, seen through the contract's newer, looser forms (see :class:`QueueProtocol`).
+
+    ``send`` may return ``None`` (the job id in the body is the key then), ``receive`` may return
+    the library's own object (``delete`` gets it back: the plugin keeps the id -> object map, the
+    adapter need not), ``counts`` may report acknowledged-but-retained messages. Anything else
+    (``conn``, ``close``, a fault injector's attributes) is the queue's own.
+    """
+
+    def __init__(self, queue: Any) -> None:
+        self.queue = queue
+        self._claimed: dict[str, Any] = {}
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.queue, name)
+
+    def send(self, body: bytes) -> str:
+        sent = self.queue.send(body)
+        return correlation_key(body) if sent is None else str(sent)
+
+    def receive(self) -> Message | None:
+        from pytest_quaero.core.queue import Message  # deferred: only a running worker receives
+
+        got = self.queue.receive()
+        if got is None or type(got) is Message:
+            return got
+        body = got.body
+        if isinstance(body, str):
+            body = body.encode()
+        message_id = getattr(got, "id", None)
+        message = Message(correlation_key(body) if message_id is None else str(message_id), bytes(body),
+                          int(getattr(got, "received", 1) or 1))
+        # kept until acked; a message left for redelivery is replaced when it comes back
+        self._claimed[message.id] = got
+        return message
+
+    def delete(self, message_id: str) -> bool:
+        claimed = self._claimed.pop(message_id, None)
+        return bool(self.queue.delete(message_id if claimed is None else claimed))
+
+    def counts(self) -> CountsSeen:
+        counts = self.queue.counts()
+        visible, in_flight, dead = int(counts.visible), int(counts.in_flight), int(counts.dead)
+        acked = getattr(counts, "acked", None)
+        if acked is None:  # what total holds beyond the three is acknowledged and retained
+            acked = int(counts.total) - visible - in_flight - dead
+        return CountsSeen(visible, in_flight, dead, max(0, int(acked)))
+
+    def close(self) -> None:
+        close = getattr(self.queue, "close", None)
+        if callable(close):
+            close()

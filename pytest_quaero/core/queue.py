@@ -125,6 +125,9 @@ class QueueCounts:
     visible: int
     in_flight: int
     dead: int
+    #: acknowledged rows a queue keeps (marked done, not deleted); None: whatever ``total`` holds beyond
+    #: the other three (goqite deletes what it acknowledges: none)
+    acked: int | None = None
 
 
 class Queue:

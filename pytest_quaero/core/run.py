@@ -26,6 +26,7 @@ from typing import Any
 
 from pytest_quaero.core import db, integrity, noise
 from pytest_quaero.core.disturbance import Disturbance, RunContext
+from pytest_quaero.core.errors import RunError
 from pytest_quaero.core.findings import record_findings, scheduling_delays
 from pytest_quaero.core.instruments import HARNESS_OPERATION, operation
 from pytest_quaero.core.jobs import Handler
@@ -62,10 +63,6 @@ PHASES = {
 }
 
 
-class RunError(RuntimeError):
-    """The run could not be carried out at all (not a failed criterion)."""
-
-
 def _attach_log(log_path: str) -> Callable[[], None]:
     """Send the run's log lines to its own file too; returns the call that stops it."""
     handler = logging.FileHandler(log_path, encoding="utf-8")
@@ -100,8 +97,9 @@ def run_scenario(
     on_progress: Callable[[Progress], None] | None = None,
     deadline: float | None = None,
     sample_interval: float = 0.25,
-    pool_factory: Callable[..., WorkerPool] = WorkerPool,
+    pool_factory: Callable[..., Any] = WorkerPool,
     disturbances: Sequence[Disturbance] = (),
+    prepare: Callable[[Settings, str], None] | None = None,
 ) -> RunResult:
     """Run ``scenario`` once and return everything it measured.
 
@@ -115,8 +113,19 @@ def run_scenario(
     ``execution_time`` ends when the monitor sees the queue drained (or the deadline pass):
     stopping the pool afterwards (thousands of idle threads take a while) is recorded apart,
     as ``extra["pool_stop_seconds"]``.
+
+    ``prepare(settings, db_path)`` (the ``pytest_quaero_prepare_database`` hook) runs once, in
+    this process, after the plugin prepared the file and before the pool's clock starts; its
+    time is ``extra["setup_seconds"]``, never part of a worker's start or the execution time.
+
+    With ``settings.worker_command`` the pool is that command
+    (:mod:`~pytest_quaero.core.external`), unless a ``pool_factory`` is given.
     """
     settings = shaped(scenario, settings)
+    if settings.worker_command and pool_factory is WorkerPool:
+        from pytest_quaero.core.external import external_pool  # deferred: only a worker command needs it
+
+        pool_factory = external_pool
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     db_path, log_path = run_files(settings, run_dir)
@@ -147,8 +156,15 @@ def run_scenario(
             log.info("Scenario %s: %d parents x %d children = %d jobs, run %s, database %s", scenario.name,
                      scenario.parents, scenario.children, scenario.total_jobs, run_id, db_path)
             result.pragmas = _prepare(db_path, settings).as_dict()
+            # a hook-made queue/store brings its one-time setup (pytest_quaero_prepare_database) along
+            prepare = prepare if prepare is not None else getattr(endpoint_factory, "prepare_database", None)
+            if prepare is not None:
+                setup_started = time.monotonic()
+                prepare(settings, db_path)
+                result.extra["setup_seconds"] = round(time.monotonic() - setup_started, 6)
             pool = pool_factory(db_path, settings, handler=handler, endpoint_factory=endpoint_factory,
-                                log_path=log_path if settings.worker_mode == "process" else None)
+                                log_path=log_path if settings.worker_mode == "process" or settings.worker_command
+                                else None)
             producers = Producers(scenario, run_id, db_path, settings, endpoint_factory)
             try:
                 pool_started = pool.start()
@@ -160,7 +176,7 @@ def run_scenario(
             # judged slower for it. What it cost stays on record.
             result.extra["pool_startup_seconds"] = round(pool_started - t0, 6)
             t0 = pool_started
-            tally = Tally(settings.workers, t0)
+            tally = Tally(settings.workers, t0, getattr(pool, "worker_names", None))
             mark("pool_started", pool_started)
             monitor = open_monitor(db_path, settings)
             # A queue made by pytest_quaero_make_queue keeps its messages where it likes, so the
@@ -190,6 +206,9 @@ def run_scenario(
                 tally.fold(pool.poll_events())
                 for disturbance in reversed(started):
                     disturbance.stop()
+                describe = getattr(pool, "record", None)  # an external pool: who ran, and how it ended
+                if describe is not None:
+                    describe(result)
             assert watched_until is not None  # watch() returned: the run reached its drain or deadline
             result.execution_time = watched_until - t0
             if tally.first_received is not None:
@@ -202,7 +221,7 @@ def run_scenario(
                 if watched is not None:
                     left = watched.queue.counts()
                     checks["messages_left"], checks["dead_messages"] = int(left.total), int(left.dead)
-                    integrity.recount_lost(checks, int(left.total))
+                    integrity.recount_lost(checks, int(left.total), acked=int(getattr(left, "acked", 0) or 0))
             finally:
                 monitor.close()
                 if watched is not None:

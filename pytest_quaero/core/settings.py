@@ -1,11 +1,11 @@
 """Effective settings of a load run, resolved once from every source.
 
 Sources, highest first: ``--quaero-*`` command-line options, ``QUAERO_*``
-environment variables, the TOML file given with ``--quaero-config`` (Quaero's
-own format: ``[queue]`` and ``[storage.sqlite]``), ``quaero_*`` ini options,
-then the defaults of the team's load-test template. Every error names the
-option, where its value came from and what is allowed, so a typo in CI reads
-as one sentence instead of a traceback. How each setting is spelled and parsed
+environment variables (the option's own name, then the Quaero service's), the
+TOML file given with ``--quaero-config`` (Quaero's own format: ``[queue]`` and
+``[storage.sqlite]``), ``quaero_*`` ini options, then the defaults of the team's
+load-test template. Every error names the option, where its value came from and
+what is allowed, so a typo in CI reads as one sentence instead of a traceback. How each setting is spelled and parsed
 is the table in :mod:`pytest_quaero.core.fields`.
 
 The plugin reads this module at every pytest start-up: it imports nothing beyond
@@ -84,6 +84,13 @@ class Settings:
     worker_mode: str = "thread"
     seed: int = 0
     begin_immediate: bool = True
+    #: a command line run as the worker pool instead of the built-in workers (:mod:`~pytest_quaero.core.external`)
+    worker_command: str | None = None
+    worker_processes: str = "one"
+    #: built-in workers draining the queue beside the worker command (a mixed pool)
+    builtin_workers: int = 0
+    worker_start_timeout: float = 30.0
+    worker_stop_grace: float = 5.0
     db_path: str | None = None
     #: threshold overrides, ``{scenario or "*": {criterion key: raw value}}``, checked by criteria
     thresholds: Mapping[str, Mapping[str, str]] = field(default_factory=dict, compare=False)
@@ -121,10 +128,11 @@ class Settings:
         if name == "job_time":
             low, high = value
             return format_duration(low) if low == high else f"{format_duration(low)}..{format_duration(high)}"
-        if name in ("stagger", "retry_backoff", "visibility_timeout", "poll_interval"):
+        if name in ("stagger", "retry_backoff", "visibility_timeout", "poll_interval", "worker_start_timeout",
+                    "worker_stop_grace"):
             return format_duration(value)
         if value is None:
-            return "(temporary file)"
+            return "(built-in workers)" if name == "worker_command" else "(temporary file)"
         return as_text(value)
 
 
@@ -251,10 +259,8 @@ def resolve(
     sources: dict[str, str] = {}
     for spec in FIELDS:
         # (raw value, the message's words before and after the value, the source recorded)
-        candidates = [
-            (cli.get(spec.name), f"{spec.option}=", " (command line)", "command line"),
-            (env.get(spec.env) if spec.env else None, f"{spec.env}=", " (environment)", f"{spec.env}"),
-        ]
+        candidates = [(cli.get(spec.name), f"{spec.option}=", " (command line)", "command line")]
+        candidates += [(env.get(name), f"{name}=", " (environment)", name) for name in spec.env_names]
         if spec.toml:
             section, key = spec.toml
             candidates.append(
@@ -263,6 +269,8 @@ def resolve(
             )
         if spec.ini:
             candidates.append((ini.get(spec.ini), f"{spec.ini} = ", f" ({ini_name})", f"{spec.ini} ({ini_name})"))
+        candidates += [(ini.get(old), f"{old} = ", f" ({ini_name}; deprecated name of {spec.ini})",
+                        f"{old} ({ini_name})") for old in spec.deprecated_ini]
         for raw, before, after, source in candidates:
             if raw is None or (isinstance(raw, str) and raw == ""):
                 continue

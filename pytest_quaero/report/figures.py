@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from itertools import pairwise
 from typing import Any
@@ -27,7 +27,9 @@ from typing import Any
 from pytest_quaero.core.metrics import RunResult
 from pytest_quaero.core.scenarios import BUILTIN
 from pytest_quaero.core.settings import Settings, parse_duration
-from pytest_quaero.report.wording import not_measured, not_run
+from pytest_quaero.report.locks import detection_checks
+from pytest_quaero.report.scaling import LINEAR_MIN_FACTOR, Scaling, measure_scaling, own_settings
+from pytest_quaero.report.wording import describe_failure
 
 __all__ = [
     "LINEAR_MIN_FACTOR",
@@ -47,15 +49,16 @@ __all__ = [
     "fix_comparison",
     "group_by_scenario",
     "measure_scaling",
+    "own_settings",
+    "query_problems",
     "queue_intervals",
+    "queue_peak",
     "section_names",
     "settings_differ",
     "stagger_tolerance",
 ]
 
 TEMPLATE_SCENARIOS = ("light", "medium", "heavy")
-#: a larger load scales "linearly" when its throughput is at least this share of the smallest load's
-LINEAR_MIN_FACTOR = 0.8
 #: Queue Length Over Time shows at most this many steps; the step grows to fit (30s for a 5-minute run)
 MAX_QUEUE_ROWS = 10
 _NICE_STEPS = (0.1, 0.25, 0.5, 1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 1800, 3600)
@@ -170,7 +173,15 @@ class Totals:
     min_integrity: float = 0.0
     failed_jobs: int = 0
     avg_utilization: float = 0.0
+    #: workers in the utilization average (started and processed at least one job), and those left out
+    utilization_workers: int = 0
+    idle_workers: int = 0
     samples: int = 0
+    #: runs whose queue samples missed every message (peak not measured), by label-free scenario name
+    unsampled: list[str] = field(default_factory=list)
+    #: the most producers and workers that ran at the same time (runs overlap only under xdist)
+    max_producers: int = 0
+    max_workers: int = 0
 
     @classmethod
     def of(cls, results: Sequence[RunResult]) -> Totals:
@@ -189,7 +200,11 @@ class Totals:
             t.deleted += max(0, r.messages_deleted)
             t.left += r.messages_left
             t.dead += r.dead_messages
-            t.peak = max(t.peak, r.peak_queue_length)
+            peak = queue_peak(r)
+            if peak is None:
+                t.unsampled.append(r.scenario)
+            else:
+                t.peak = max(t.peak, peak)
             t.samples += len(r.queue_samples)
             queue_sum += sum(s[1] for s in r.queue_samples)
             t.processing_times.extend(r.processing_times)
@@ -202,11 +217,34 @@ class Totals:
             t.missing_children += int(i.get("missing_children", 0))
             t.progress_mismatches += len(i.get("progress_mismatches", []))
             t.failed_jobs += r.jobs_failed
-            utilization.extend(w.utilization for w in r.workers if w.start_offset is not None)
+            utilization.extend(w.utilization for w in r.workers if w.start_offset is not None and w.jobs)
+            t.idle_workers += sum(1 for w in r.workers if w.start_offset is not None and not w.jobs)
+        t.utilization_workers = len(utilization)
+        t.max_producers = _most_at_once(results, lambda r: r.parents)
+        t.max_workers = _most_at_once(results, lambda r: len(r.workers) or int(r.settings.get("workers") or 0))
         t.min_integrity = min((r.hierarchy_integrity for r in results), default=0.0)
         t.avg_queue = queue_sum / t.samples if t.samples else 0.0
         t.avg_utilization = sum(utilization) / len(utilization) if utilization else 0.0
         return t
+
+
+def _most_at_once(results: Sequence[RunResult], count: Callable[[RunResult], int]) -> int:
+    """The largest sum of ``count`` over runs that overlapped in time (runs go one after another
+    unless xdist spreads them over processes)."""
+    edges = sorted(e for r in results for e in ((r.started_wall, count(r)),
+                                                 (r.started_wall + max(r.total_duration, r.execution_time), -count(r))))
+    most = running = 0
+    for _, change in sorted(edges, key=lambda e: (e[0], e[1])):  # an end before a start at the same instant
+        running += change
+        most = max(most, running)
+    return most
+
+
+def queue_peak(result: RunResult) -> int | None:
+    """The highest queue length sampled, or None when the samples missed every message that was enqueued
+    (a run shorter than the sampling interval is sampled before its first send and after its last delete)."""
+    peak = result.peak_queue_length
+    return None if peak == 0 and result.messages_enqueued > 0 else peak
 
 
 def settings_differ(recorded: dict[str, Any], settings: Settings) -> bool:
@@ -253,70 +291,43 @@ def find_query(result: RunResult, title: str) -> dict[str, Any] | None:
     return None
 
 
+def query_problems(result: RunResult) -> list[str]:
+    """What the run's recorded integrity queries contradict (orphans, parents without their children)."""
+    problems: list[str] = []
+    orphans = find_query(result, "Verify no orphaned children")
+    if orphans is not None and orphans["rows"] and int(orphans["rows"][0][0]):
+        problems.append(f"{int(orphans['rows'][0][0])} orphaned children")
+    for title, column in (("Verify no missing expected children", 1), ("Job Hierarchy Validation Query", 2)):
+        query = find_query(result, title)
+        if query is None:
+            continue
+        rows = query["rows"]
+        wrong = sum(1 for row in rows if int(row[column]) != result.children_per_parent)
+        missing = result.parents - len(rows)
+        if wrong or missing > 0:
+            problems.append(f"{title}: {wrong} of {len(rows)} parents lack their {result.children_per_parent} "
+                            f"children, {max(0, missing)} parents have none")
+            break  # both queries count the same children: one sentence
+    return problems
+
+
 def queue_intervals(samples: Sequence[Sequence[float]]) -> tuple[float, float]:
-    """(sampling interval, display step) of a run's queue samples: the step fits in MAX_QUEUE_ROWS rows."""
+    """(sampling interval, display step) of a run's queue samples: the step fits in MAX_QUEUE_ROWS rows.
+
+    The interval is the median gap between samples, the real cadence (the monitor samples
+    less often when counting the queue gets expensive).
+    """
     offsets = [s[0] for s in samples]
-    interval = min((b - a for a, b in pairwise(offsets) if b > a), default=0.25)
+    gaps = [b - a for a, b in pairwise(offsets) if b > a]
+    # the last gap ends when the queue drained, not when a sample was due: it says nothing of the cadence
+    cadence = sorted(gaps[:-1] or gaps)
+    interval = cadence[len(cadence) // 2] if cadence else 0.25
     end = offsets[-1]
     for step in _NICE_STEPS:
-        if step >= interval and end / step <= MAX_QUEUE_ROWS:
+        # a cadence a hair over a nice step (0.2502s) still shows at that step
+        if step >= interval * 0.95 and end / step <= MAX_QUEUE_ROWS:
             return interval, step
     return interval, _NICE_STEPS[-1]
-
-
-# ---------------------------------------------------------------- scaling
-
-
-@dataclass
-class Scaling:
-    """Throughput against load size, the rule applied, and its verdict (None: not measurable)."""
-
-    rows: list[str]
-    linear: bool | None
-    verdict_text: str
-    characteristic: str
-    largest: int
-    rule: str
-
-
-def measure_scaling(groups: dict[str, list[Run]]) -> Scaling:
-    """Throughput against load size: factor = throughput / the smallest load's throughput."""
-    rule = (f"linear when every larger load's throughput is at least {LINEAR_MIN_FACTOR:.0%} of the smallest "
-            "load's (scaling factor >= " f"{LINEAR_MIN_FACTOR}), i.e. total time grows in proportion to the jobs")
-    measured: list[tuple[int, float, str]] = []
-    for runs in groups.values():
-        for run in runs:
-            measured.append((run.result.total_jobs, run.result.throughput, run.label))
-    base = min(measured, key=lambda m: m[0]) if measured else None
-    rows: list[str] = []
-    for name in section_names(groups):
-        runs = groups.get(name, [])
-        jobs = expected_jobs(name, runs)
-        if not runs:
-            rows.append(f"  {f'{jobs} jobs':<10}→ {not_run(name)}")
-            continue
-        for run in runs:
-            r = run.result
-            line = f"  {f'{r.total_jobs} jobs':<10}→ {r.throughput:.1f} jobs/sec"
-            if base is not None and r.total_jobs != base[0] and base[1] > 0:
-                line += f" (SCALING FACTOR: {r.throughput / base[1]:.2f} vs {base[2]})"
-            elif base is not None and r.total_jobs == base[0]:
-                line += " (the base of the scaling factors)"
-            rows.append(line)
-    sizes = sorted({m[0] for m in measured})
-    largest = sizes[-1] if sizes else 0
-    if len(sizes) < 2 or base is None or base[1] <= 0:
-        why = ("needs at least two scenarios of different size in one session; run with --quaero-scenario=all"
-               if len(sizes) < 2 else "the smallest load completed no job")
-        return Scaling(rows, None, not_measured(why), not_measured(why), largest, rule)
-    factors = [(m[1] / base[1], m[2]) for m in measured if m[0] != base[0]]
-    worst = min(factors)
-    linear = worst[0] >= LINEAR_MIN_FACTOR
-    verdict = (f"{'YES' if linear else 'NO'} (lowest scaling factor {worst[0]:.2f}, {worst[1]}, against "
-               f"{LINEAR_MIN_FACTOR})")
-    characteristic = (f"System throughput scales linearly with job count: {verdict}" if linear else
-                      f"System throughput does NOT scale linearly with job count: {verdict}")
-    return Scaling(rows, linear, verdict, characteristic, largest, rule)
 
 
 # ---------------------------------------------------------------- the whole report's figures
@@ -328,17 +339,62 @@ class ReportFigures:
     def __init__(self, ctx: ReportContext) -> None:
         self.ctx = ctx
         self.settings = ctx.settings
-        self.results = list(ctx.results)
+        #: runs tests made with settings or a tree of their own: their tests judge them, the template does not
+        self.own: list[tuple[RunResult, str]] = [(r, why) for r in ctx.results
+                                                  if (why := own_settings(r, ctx.settings)) is not None]
+        own = {id(r) for r, _ in self.own}
+        #: the runs the template's figures, verdict and scaling are about
+        self.results = [r for r in ctx.results if id(r) not in own]
         self.groups = group_by_scenario(self.results)
         #: every run, in the report's order (template scenarios first)
         self.runs = [run for runs in self.groups.values() for run in runs]
         self.failed = failed_verdicts(self.results)
         self.totals = Totals.of(self.results)
-        self.scaling = measure_scaling(self.groups)
+        self.scaling = measure_scaling(self.runs, ctx.settings)
+        self.claims = self._claims()
+
+    def _claims(self) -> list[str]:
+        """The template's production-readiness claims these runs do not meet, beyond failed criteria.
+
+        Each is something the report marks with a cross (the scaling rule, the readiness list, the
+        detection checks), so an approval can never stand beside one. A claim that a failed
+        criterion already states is left to that criterion.
+        """
+        if not self.results:
+            return []
+        t, failed = self.totals, {v.get("criterion") for _, v in self.failed}
+        claims: list[str] = []
+        if self.scaling.linear is False:
+            claims.append(f"Linear performance scaling: {self.scaling.verdict_text}")
+        if t.busy and "sqlite_busy_errors" not in failed:
+            claims.append(f"Zero SQLITE_BUSY errors across all test scenarios: {t.busy} lock errors")
+        if (t.deleted != t.enqueued or t.left) and "queue_deletion" not in failed:
+            claims.append(f"100% queue message deletion: {t.deleted}/{t.enqueued} deleted, {t.left} left "
+                          f"({t.dead} dead)")
+        if (t.min_integrity < 100.0 or t.orphans or t.missing_children or t.children_found != t.children_expected) \
+                and "hierarchy_integrity" not in failed:
+            claims.append(f"100% job hierarchy integrity: {t.min_integrity:.1f}% at worst, {t.orphans} orphans, "
+                          f"{t.missing_children} missing children, {t.children_found}/{t.children_expected} "
+                          "children found")
+        if t.exhausted:
+            claims.append(f"Robust retry logic: {t.exhausted} operations gave up after every retry")
+        if t.progress_mismatches:
+            claims.append(f"Progress tracking: {t.progress_mismatches} parents' counters disagree with their "
+                          "children")
+        for run in self.runs:
+            claims += [f"{run.label} hierarchy query: {problem}" for problem in query_problems(run.result)]
+            claims += [f"{run.label} {check.name}: {check.brief}" for check in detection_checks(run.result)
+                       if check.found]
+        return claims
+
+    @property
+    def blockers(self) -> list[str]:
+        """Everything that stands between these runs and approval: failed criteria, then unmet claims."""
+        return [describe_failure(v, self.label(r)) for r, v in self.failed] + self.claims
 
     @property
     def overall_passed(self) -> bool:
-        return bool(self.results) and not self.failed
+        return bool(self.results) and not self.failed and not self.claims
 
     @property
     def criteria_count(self) -> int:

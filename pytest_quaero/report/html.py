@@ -8,9 +8,11 @@ required) and the results carried on reports (``report.quaero_results``), so an 
 run renders exactly what a single-process run does.
 
 Charts (queue length over time, per-worker utilization, processing-time distribution)
-are drawn with matplotlib, the optional ``charts`` extra, as base64 PNG extras; that
-works with ``--self-contained-html`` (inlined) and without it (pytest-html writes them
-under ``assets/``). Without matplotlib the report says how to get them.
+are drawn with matplotlib, the optional ``charts`` extra, and shown full width in the
+summary section as inline PNGs (readable without a click; pytest-html's carousel would
+show them as thumbnails); a row's tables link to them. A failed run's tables sit on its
+first failing criterion's row, which pytest-html expands. Without matplotlib the report
+says how to get them.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from pytest_quaero.core.metrics import RunResult
 from pytest_quaero.core.results_json import plugin_version
 from pytest_quaero.report.counts import COUNTS_MEANING, count_table
 from pytest_quaero.report.locks import HOLD_WAIT_MEANING, detection_checks, lock_table
+from pytest_quaero.report.wording import describe_pool
 from pytest_quaero.session import QuaeroSession
 
 __all__ = ["CHARTS_HINT", "COLUMNS", "HtmlIntegration", "counts_table_html", "criteria_table_html", "detection_html",
@@ -50,28 +53,58 @@ def _properties(report: Any) -> dict[str, Any]:
     return {name: value for name, value in (getattr(report, "user_properties", None) or [])}
 
 
-def criteria_table_html(result: RunResult, label: str) -> str:
+#: pytest-html's stylesheet draws no cell borders and colours only its own cells; inline styles survive
+#: --self-contained-html and assets alike
+_TABLE_STYLE = "border-collapse: collapse; margin: 0.5em 0; color: #222; font-size: 13px"
+_CELL_STYLE = "border: 1px solid #999; padding: 2px 6px; text-align: left"
+_HEAD_STYLE = _CELL_STYLE + "; background: #eee"
+_STATUS_STYLE = {True: "color: #0a7d28; font-weight: bold", False: "color: #c00; font-weight: bold"}
+_FAIL_ROW_STYLE = "background: #fde8e8"
+#: charts are drawn this big (inches at _CHART_DPI): 960 px wide, shown at the page's width up to that
+_CHART_SIZE, _CHART_DPI = (10.0, 3.6), 96
+
+
+def _status_cell(passed: bool) -> str:
+    return (f"<td class=\"{'passed' if passed else 'failed'}\" style=\"{_CELL_STYLE}; {_STATUS_STYLE[passed]}\">"
+            f"{'PASS' if passed else 'FAIL'}</td>")
+
+
+def _peak(result: RunResult) -> str:
+    if result.peak_queue_length == 0 and result.messages_enqueued > 0:
+        return "not measured (the run was shorter than the sampling interval)"
+    return str(result.peak_queue_length)
+
+
+def anchor(label: str) -> str:
+    """The id of a run's block in the summary (``quaero-run-<run id>``)."""
+    return "quaero-run-" + re.sub(r"[^A-Za-z0-9_-]+", "-", label)
+
+
+def criteria_table_html(result: RunResult, label: str, link: str | None = None) -> str:
+    """The run's criteria, bordered, FAIL in red; ``link`` (a row id) makes the heading point at that row."""
     status = "PASS" if result.passed else "FAIL"
+    fail_row = f" style=\"{_FAIL_ROW_STYLE}\""
     rows = "".join(
-        f"<tr><td>{escape(v['title'])}</td><td>{escape(str(v['measured']))}</td>"
-        f"<td>{escape(str(v['required']))}</td><td class=\"{'passed' if v['passed'] else 'failed'}\">"
-        f"{'PASS' if v['passed'] else 'FAIL'}</td></tr>"
+        f"<tr{'' if v['passed'] else fail_row}><td style=\"{_CELL_STYLE}\">"
+        f"{escape(v['title'])}</td><td style=\"{_CELL_STYLE}\">{escape(str(v['measured']))}</td>"
+        f"<td style=\"{_CELL_STYLE}\">{escape(str(v['required']))}</td>{_status_cell(bool(v['passed']))}</tr>"
         for v in result.verdicts
     )
+    head = "".join(f"<th style=\"{_HEAD_STYLE}\">{h}</th>" for h in ("Criterion", "Measured", "Required", "Status"))
+    pool = describe_pool(result.extra)
+    name = f"quaero[{escape(label)}]"
+    title = f"<a href=\"#{escape(link, quote=True)}\">{name}</a>" if link else name
     return (
-        f"<div class=\"quaero-scenario\"><h3>quaero[{escape(label)}] {result.parents} x {result.children_per_parent} = "
-        f"{result.total_jobs} jobs: <span class=\"{'passed' if result.passed else 'failed'}\">{status}</span></h3>"
+        f"<div class=\"quaero-scenario\"><h3>{title} {result.parents} x {result.children_per_parent} = "
+        f"{result.total_jobs} jobs: <span class=\"{'passed' if result.passed else 'failed'}\" "
+        f"style=\"{_STATUS_STYLE[result.passed]}\">{status}</span></h3>"
         f"<p>{result.jobs_completed}/{result.total_jobs} jobs in {result.execution_time:.2f}s, "
         f"{result.throughput:.1f} jobs/s, p95 processing {result.p95 * 1000:.1f}ms, {result.busy_errors} busy errors, "
-        f"peak queue {result.peak_queue_length}; run {escape(result.run_id)}</p>"
-        "<table class=\"quaero-criteria\"><thead><tr><th>Criterion</th><th>Measured</th><th>Required</th>"
-        f"<th>Status</th></tr></thead><tbody>{rows}</tbody></table></div>"
+        f"peak queue {_peak(result)}; run {escape(result.run_id)}"
+        + (f"; {escape(pool)}" if pool else "") + "</p>"
+        f"<table class=\"quaero-criteria\" style=\"{_TABLE_STYLE}\"><thead><tr>{head}</tr></thead>"
+        f"<tbody>{rows}</tbody></table></div>"
     )
-
-
-#: pytest-html's stylesheet draws no cell borders; inline styles survive --self-contained-html and assets alike
-_TABLE_STYLE = "border-collapse: collapse; margin: 0.5em 0"
-_CELL_STYLE = "border: 1px solid #999; padding: 2px 6px; text-align: left"
 
 
 def _bordered(css: str, headers: tuple[str, ...], rows: list[tuple[str, ...]]) -> str:
@@ -112,7 +145,8 @@ def detection_html(result: RunResult, label: str) -> str:
     items = "".join(
         f"<li class=\"{'' if c.found is None else ('failed' if c.found else 'passed')}\"><b>{escape(c.name)}:</b> "
         f"{escape(c.text)}</li>" for c in detection_checks(result))
-    return f"<div class=\"quaero-detection\"><h4>quaero[{escape(label)}] detection checks</h4><ul>{items}</ul></div>"
+    return (f"<div class=\"quaero-detection\" style=\"color: #222\"><h4>quaero[{escape(label)}] detection checks"
+            f"</h4><ul>{items}</ul></div>")
 
 
 def render_charts(result: RunResult) -> list[tuple[str, str]]:
@@ -129,22 +163,30 @@ def render_charts(result: RunResult) -> list[tuple[str, str]]:
     def png(figure: Any) -> str:
         FigureCanvasAgg(figure)
         buffer = io.BytesIO()
-        figure.savefig(buffer, format="png", dpi=80)
+        figure.savefig(buffer, format="png", dpi=_CHART_DPI)
         return base64.b64encode(buffer.getvalue()).decode("ascii")
 
     charts: list[tuple[str, str]] = []
     name = result.scenario
 
-    figure = Figure(figsize=(7, 3.2), layout="tight")
+    def legend(figure: Any) -> None:
+        # beside the plot, never over a bar's label or the data
+        figure.legend(loc="outside right upper", fontsize="small")
+
+    figure = Figure(figsize=_CHART_SIZE, layout="constrained")
     axes = figure.add_subplot()
     samples = result.queue_samples
-    if samples:
+    if samples and result.peak_queue_length == 0 and result.messages_enqueued > 0:
+        axes.text(0.5, 0.5, f"not measured: the run ({result.execution_time:.2f}s) was shorter than the sampling "
+                  f"interval;\nits {len(samples)} samples saw none of the {result.messages_enqueued} messages",
+                  ha="center", va="center", transform=axes.transAxes)
+    elif samples:
         offsets = [s[0] for s in samples]
         # markers show where the samples are: a short run has only a handful
         axes.step(offsets, [s[1] for s in samples], where="post", marker="o", markersize=3, label="total")
         axes.step(offsets, [s[2] for s in samples], where="post", marker=".", label="visible")
         axes.step(offsets, [s[3] for s in samples], where="post", marker=".", label="in flight")
-        axes.legend(loc="upper right", fontsize="small")
+        legend(figure)
     else:
         axes.text(0.5, 0.5, "no queue sample recorded", ha="center", va="center", transform=axes.transAxes)
     axes.set_title(f"quaero[{name}]: queue length over time")
@@ -152,7 +194,7 @@ def render_charts(result: RunResult) -> list[tuple[str, str]]:
     axes.set_ylabel("messages")
     charts.append((f"quaero[{name}] queue length over time", png(figure)))
 
-    figure = Figure(figsize=(7, 3.2), layout="tight")
+    figure = Figure(figsize=_CHART_SIZE, layout="constrained")
     axes = figure.add_subplot()
     workers = sorted(result.workers, key=lambda w: w.index)
     labels = [w.name for w in workers]
@@ -163,20 +205,20 @@ def render_charts(result: RunResult) -> list[tuple[str, str]]:
         axes.annotate(text, (bar.get_x() + bar.get_width() / 2, bar.get_height()), ha="center", va="bottom",
                       fontsize="small")
     axes.axhline(80, color="tab:red", linestyle="--", linewidth=1, label="template target 80%")
-    axes.set_ylim(0, 110)
+    axes.set_ylim(0, 115)
     axes.set_title(f"quaero[{name}]: utilization per worker")
     axes.set_ylabel("% of lifetime busy")
-    axes.legend(loc="upper right", fontsize="small")
+    legend(figure)
     charts.append((f"quaero[{name}] utilization per worker", png(figure)))
 
-    figure = Figure(figsize=(7, 3.2), layout="tight")
+    figure = Figure(figsize=_CHART_SIZE, layout="constrained")
     axes = figure.add_subplot()
     times = [t * 1000 for t in result.processing_times]
     if times:
         axes.hist(times, bins=min(40, max(5, len(times) // 5)))
         axes.axvline(result.p95 * 1000, color="tab:red", linestyle="--", linewidth=1,
                      label=f"p95 {result.p95 * 1000:.1f}ms")
-        axes.legend(loc="upper right", fontsize="small")
+        legend(figure)
     else:
         axes.text(0.5, 0.5, "no job completed", ha="center", va="center", transform=axes.transAxes)
     axes.set_title(f"quaero[{name}]: processing time (receive to done), {len(times)} jobs")
@@ -192,8 +234,16 @@ class HtmlIntegration:
     def __init__(self, config: pytest.Config, quaero: QuaeroSession) -> None:
         self.config = config
         self.quaero = quaero
-        #: run id -> nodeid of the test whose report carried it (for the summary's pointers)
+        #: run id -> nodeid of the row that shows its tables (the summary links there)
         self.carriers: dict[str, str] = {}
+        #: run id -> the run, as its report carried it
+        self.results: dict[str, RunResult] = {}
+        #: run id -> its charts, drawn once, [] without matplotlib
+        self.charts: dict[str, list[tuple[str, str]]] = {}
+        #: ``quaero[light]`` -> the criterion item whose setup ran the load (its Duration is the load's)
+        self.loads: dict[str, str] = {}
+        #: ``quaero[light]`` -> a failed run whose tables wait for its first failing criterion's row
+        self.pending: dict[str, RunResult] = {}
 
     @pytest.hookimpl(tryfirst=True)
     def pytest_sessionstart(self, session: pytest.Session) -> None:
@@ -219,6 +269,65 @@ class HtmlIntegration:
         for offset, (_, key, title) in enumerate(COLUMNS):
             cells.insert(_INSERT_AT + offset, f'<th class="sortable" data-column-type="{key}">{title}</th>')
 
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        carried = getattr(report, "quaero_results", None)
+        node = report.nodeid.split("::", 1)[0] if report.nodeid.startswith("quaero[") else None
+        if carried:
+            for data in carried:
+                self._carried(report, RunResult.from_dict(data), node)
+        elif node is not None and report.when == "call" and report.failed:
+            self._failed_criterion(report, node)
+
+    def _details(self, result: RunResult) -> list[Any]:
+        """A row's extras: the criteria, write-lock, work and detection tables, and where the charts are."""
+        # deferred: pytest-html is an optional extra; this hook only runs when it is active
+        from pytest_html import extras
+
+        charts = self._charts(result)
+        where = (f"<p class=\"quaero-charts-link\">Charts: <a href=\"#{anchor(result.run_id)}\">in the summary at the "
+                 "top of this page</a>, full width.</p>" if charts else
+                 f"<p class=\"quaero-charts-hint\">{escape(CHARTS_HINT)}</p>")
+        return [extras.html(criteria_table_html(result, result.scenario)), extras.html(where),
+                extras.html(lock_table_html(result, result.scenario)),
+                extras.html(counts_table_html(result, result.scenario)),
+                extras.html(detection_html(result, result.scenario))]
+
+    def _charts(self, result: RunResult) -> list[tuple[str, str]]:
+        """The run's charts, drawn once ([] without matplotlib)."""
+        if result.run_id not in self.charts:
+            try:
+                self.charts[result.run_id] = render_charts(result)
+            except ImportError:
+                self.charts[result.run_id] = []
+        return self.charts[result.run_id]
+
+    def _carried(self, report: pytest.TestReport, result: RunResult, node: str | None) -> None:
+        self.results[result.run_id] = result
+        if node is not None:
+            self.loads[node] = report.nodeid
+        if node is not None and report.passed and not result.passed:
+            # A criterion of this run fails further down: its row, expanded by pytest-html, gets the
+            # details, rather than this passing (collapsed) row that only carried the load.
+            self.pending[node] = result
+            return
+        self.carriers[result.run_id] = report.nodeid
+        _add_extras(report, self._details(result))
+
+    def _failed_criterion(self, report: pytest.TestReport, node: str) -> None:
+        result = self.pending.pop(node, None)
+        if result is not None:
+            self.carriers[result.run_id] = report.nodeid
+            _add_extras(report, self._details(result))
+            return
+        first = next((self.carriers[r.run_id] for r in self.results.values()
+                      if self.carriers.get(r.run_id, "").startswith(node + "::")), None)
+        if first is not None:
+            # deferred: pytest-html is an optional extra; this hook only runs when it is active
+            from pytest_html import extras
+
+            _add_extras(report, [extras.html(f"<p>This run's tables: <a href=\"#{escape(first, quote=True)}\">"
+                                             f"{escape(first)}</a>.</p>")])
+
     def pytest_html_results_table_row(self, report: Any, cells: list[str]) -> None:
         if not cells:  # another plugin dropped this row
             return
@@ -226,29 +335,17 @@ class HtmlIntegration:
         for offset, (prop, key, _) in enumerate(COLUMNS):
             value = props.get(prop, "")
             cells.insert(_INSERT_AT + offset, f'<td class="col-{key}">{escape(str(value))}</td>')
-
-    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
-        carried = getattr(report, "quaero_results", None)
-        if not carried:
+        node = report.nodeid.split("::", 1)[0] if report.nodeid.startswith("quaero[") else None
+        carrier = self.loads.get(node) if node is not None else None
+        if carrier is None:
             return
-        # deferred: pytest-html is an optional extra; this hook only runs when it is active
-        from pytest_html import extras
-
-        added = list(getattr(report, "extras", None) or [])
-        for data in carried:
-            result = RunResult.from_dict(data)
-            self.carriers[result.run_id] = report.nodeid
-            added.append(extras.html(criteria_table_html(result, result.scenario)))
-            added.append(extras.html(lock_table_html(result, result.scenario)))
-            added.append(extras.html(counts_table_html(result, result.scenario)))
-            added.append(extras.html(detection_html(result, result.scenario)))
-            try:
-                charts = render_charts(result)
-            except ImportError:
-                added.append(extras.html(f"<p class=\"quaero-charts-hint\">{escape(CHARTS_HINT)}</p>"))
-                continue
-            added.extend(extras.png(content, name=name) for name, content in charts)
-        report.extras = added  # type: ignore[attr-defined]  # pytest-html's documented way: it reads report.extras
+        for i, cell in enumerate(cells):
+            if cell.startswith('<td class="col-duration">') and report.nodeid == carrier:
+                cells[i] = cell.replace("</td>", " (the load run, in this item's setup)</td>")
+            elif cell.startswith('<td class="col-duration">'):
+                # the criterion only reads the verdict; its time is the load's, shown on the carrier
+                link = f"<a href=\"#{escape(carrier, quote=True)}\">{escape(carrier)}</a>"
+                cells[i] = cell.replace("</td>", f" (judged from the load run timed on {link})</td>")
 
     def pytest_html_results_summary(self, prefix: list[str], summary: list[str], postfix: list[str],
                                     session: pytest.Session) -> None:
@@ -257,20 +354,28 @@ class HtmlIntegration:
             return
         failed = [r for r in results if not r.passed]
         parts = [
-            f"<div class=\"quaero-summary\"><h2>quaero load test: {'FAIL' if failed or not results else 'PASS'}</h2>"
+            # the postfix spans the page; the prefix sits in pytest-html's 550 px summary column
+            f"<div class=\"quaero-summary\" style=\"max-width: 1000px\"><h2>quaero load test: "
+            f"{'FAIL' if failed else 'PASS'}</h2>"
             "<p>SQLite " + escape(sqlite3.sqlite_version) + ", Python " + escape(platform.python_version()) + ". "
+            "Each scenario's criteria, then its charts; the scenario's name links to the test row with its tables.</p>"
         ]
-        try:
-            # deferred: only asks whether the optional ``charts`` extra is installed
-            import matplotlib  # noqa: F401 (imported to test that it is installed)
-
-            parts.append("Charts for each scenario are in the details of the test that ran it.</p>")
-        except ImportError:
-            parts.append(escape(CHARTS_HINT) + ".</p>")
         for result in results:
-            where = self.carriers.get(result.run_id)
-            parts.append(criteria_table_html(result, result.scenario))
-            if where:
-                parts.append(f"<p>Details and charts: <code>{escape(where)}</code></p>")
+            where = self.carriers.get(result.run_id) or self.loads.get(f"quaero[{result.scenario}]")
+            parts.append(f"<div id=\"{anchor(result.run_id)}\">")
+            parts.append(criteria_table_html(result, result.scenario, link=where))
+            charts = self._charts(result)
+            if not charts:
+                parts.append(f"<p class=\"quaero-charts-hint\">{escape(CHARTS_HINT)}.</p>")
+            for name, content in charts:
+                parts.append(f"<figure class=\"quaero-chart\" style=\"margin: 0.5em 0\"><img alt=\"{escape(name)}\" "
+                             f"src=\"data:image/png;base64,{content}\" style=\"width: 100%; max-width: 960px; "
+                             f"display: block\"><figcaption>{escape(name)}</figcaption></figure>")
+            parts.append("</div>")
         parts.append("</div>")
-        prefix.append("".join(parts))
+        postfix.append("".join(parts))
+
+
+def _add_extras(report: Any, added: list[Any]) -> None:
+    # pytest-html's documented way: it reads report.extras
+    report.extras = [*(getattr(report, "extras", None) or []), *added]

@@ -13,7 +13,11 @@ pytest-quaero lacks them, and a reshaped entry must not break a report):
   the per-message checks, each with a few ``examples`` (acks may also carry
   ``deleted_outside_ack``: messages removed outside any ack);
 * ``integrity["lost_jobs"]``, ``["lost_examples"]``, ``["unfinished_children"]``,
-  ``["unfinished_examples"]``.
+  ``["unfinished_examples"]``;
+* ``extra["connections"]["configurations"]``: each distinct connection configuration seen
+  (busy_timeout, journal_mode, synchronous, read back from the connection), with how many
+  connections ran with it and who opened them (``plugin``, ``setup``, ``user``, or the top
+  package of the code that called ``sqlite3.connect``: ``sqlalchemy``, ``django``, ``conftest``).
 """
 
 from __future__ import annotations
@@ -26,14 +30,17 @@ from pytest_quaero.core.metrics import RunResult
 from pytest_quaero.report.wording import not_measured, plural
 
 __all__ = [
+    "CONFIGURATIONS_MEANING",
     "HARNESS",
     "HOLD_WAIT_MEANING",
     "OPERATION_LABELS",
     "OPERATION_ORDER",
     "STALLS",
     "Check",
+    "ConfigurationRow",
     "LockRow",
     "LockTable",
+    "connection_configurations",
     "detection_checks",
     "detection_summary",
     "lock_table",
@@ -134,6 +141,51 @@ def lock_table(result: RunResult) -> LockTable:
     except (AttributeError, KeyError, TypeError, ValueError) as exc:
         return LockTable(missing=not_measured(f"the lock measurements have an unexpected shape ({exc!r})"))
     return LockTable(rows, connections)
+
+
+# ---------------------------------------------------------------- connection configurations
+
+CONFIGURATIONS_MEANING = (
+    "Each distinct configuration the run's connections had, read back from SQLite on the connection itself "
+    "(a library's own connections too, at their first statement): the busy_timeout a lock error is judged "
+    "against (a \"fast\" busy error came back in under a tenth of it) is the one of the connection that raised "
+    "it, not the run's setting.")
+
+
+@dataclass(frozen=True)
+class ConfigurationRow:
+    """One connection configuration: its pragmas, how many connections had it, and who opened them."""
+
+    busy_timeout_ms: int
+    journal_mode: str
+    synchronous: str
+    connections: int
+    opened_by: str
+
+    HEADERS = ("busy_timeout", "journal_mode", "synchronous", "connections", "opened by")
+
+    def cells(self) -> tuple[str, ...]:
+        return (f"{self.busy_timeout_ms}ms", self.journal_mode, self.synchronous, str(self.connections),
+                self.opened_by)
+
+
+def connection_configurations(result: RunResult) -> list[ConfigurationRow]:
+    """Each distinct configuration of ``result``'s connections, most used first (empty if not recorded)."""
+    connections = result.extra.get("connections")
+    found = connections.get("configurations") if isinstance(connections, Mapping) else None
+    if not isinstance(found, list):
+        return []
+    rows: list[ConfigurationRow] = []
+    for entry in found:
+        try:
+            origins = entry.get("origins") or {}
+            opened_by = ", ".join(f"{origin} {count}" for origin, count in
+                                  sorted(origins.items(), key=lambda item: (-int(item[1]), str(item[0]))))
+            rows.append(ConfigurationRow(int(entry["busy_timeout_ms"]), str(entry["journal_mode"]),
+                                         str(entry["synchronous"]), int(entry.get("connections", 0)), opened_by))
+        except (AttributeError, KeyError, TypeError, ValueError):
+            continue  # a reshaped entry is left out, never breaks the report
+    return sorted(rows, key=lambda row: (-row.connections, row.busy_timeout_ms))
 
 
 # ---------------------------------------------------------------- detection checks

@@ -5,8 +5,10 @@
   every test report (the xdist controller, or the only process), from
   ``state(config).results``: the results that travelled on those reports.
 * With ``$GITHUB_STEP_SUMMARY`` set, the criteria tables are appended to that file.
-* Every metric of a run becomes a ``user_properties`` entry of the test that ran it,
-  so ``--junitxml`` writes it as a ``<property>`` (and xdist ships it with the report).
+* JUnit (``--junitxml``): every metric of a run is a ``<property>`` named
+  ``quaero_<scenario>_<metric>`` (one scheme, like the criterion items' ``quaero_status``).
+  A scenario's run belongs to no single criterion item, so its metrics are properties of
+  the test suite; a ``quaero_run()`` result's are properties of the test that called it.
 * The pytest-html integration (:mod:`.report_html`) is registered only when pytest-html
   is active, and the progress line (:mod:`.progress`) only where it can be seen.
 """
@@ -82,12 +84,30 @@ def configure(config: pytest.Config, current: QuaeroSession) -> None:
 
 
 def junit_properties(result: RunResult) -> list[tuple[str, Any]]:
-    """``("quaero.light.throughput", 381.2)`` for every metric of ``result``."""
+    """``("quaero_light_throughput", 381.2)`` for every metric of ``result``, and its verdict."""
     # deferred: report machinery, loaded only when there is something to report
     from pytest_quaero.core.results_json import metrics_of
 
-    prefix = f"quaero.{result.scenario}."
-    return [(prefix + name, value) for name, value in metrics_of(result).items()]
+    prefix = f"quaero_{result.scenario}_"
+    properties: list[tuple[str, Any]] = [(prefix + "status", "PASS" if result.passed else "FAIL")]
+    # per-operation and per-worker figures are named 'attempts_per_operation.save_job': one separator
+    properties += [(prefix + name.replace(".", "_"), value) for name, value in metrics_of(result).items()]
+    return properties
+
+
+def _from_quaero_run(data: dict[str, Any]) -> bool:
+    """A result ``quaero_run()`` returned to a test (``extra.origin`` names the test), not a scenario item's."""
+    extra = data.get("extra")
+    return isinstance(extra, dict) and bool(extra.get("origin"))
+
+
+def _junit_xml(config: pytest.Config) -> Any:
+    """The session's ``--junitxml`` writer, or None (none asked for, or an xdist worker)."""
+    try:
+        from _pytest.junitxml import xml_key  # the only handle on the writer a plugin has
+    except ImportError:  # pragma: no cover - a pytest that moved it: the suite properties are left out
+        return None
+    return config.stash.get(xml_key, None)
 
 
 @dataclass(eq=False)  # registered as a pytest plugin, which must stay hashable
@@ -104,6 +124,8 @@ class ReportsPlugin:
     warnings: list[str] = field(default_factory=list)
     progress_mode: str = "off"
     progress_installed: bool = False
+    #: scenarios whose start the xdist controller announced
+    announced: set[str] = field(default_factory=set)
 
     @pytest.hookimpl(trylast=True)
     def pytest_sessionstart(self, session: pytest.Session) -> None:
@@ -134,12 +156,23 @@ class ReportsPlugin:
             install(self.config, self.state.harness, self.progress_mode)
             self.progress_installed = True
 
+    def pytest_runtest_logstart(self, nodeid: str, location: Any) -> None:
+        # Under xdist a scenario's progress stays on its worker: the controller says it started.
+        if self.progress_mode == "off" or is_worker(self.config) or self.config.getoption("dist", "no") == "no":
+            return
+        # deferred: report machinery, loaded only when there is something to report
+        from pytest_quaero.report.progress import announce
+
+        terminal = self.config.pluginmanager.getplugin("terminalreporter")
+        if terminal is not None:
+            announce(terminal, nodeid, self.state.scenarios, self.announced)
+
     # tryfirst makes this the outermost wrapper, so it runs after the plugin's own wrapper has
     # put the carried results on the report.
     @pytest.hookimpl(wrapper=True, tryfirst=True)
     def pytest_runtest_makereport(self, item: pytest.Item, call: pytest.CallInfo[None]) -> Generator[None, Any, Any]:
         report = yield
-        carried = getattr(report, "quaero_results", None)
+        carried = [data for data in getattr(report, "quaero_results", None) or () if _from_quaero_run(data)]
         if carried:
             # deferred: report machinery, loaded only when there is something to report
             from pytest_quaero.core.metrics import RunResult
@@ -151,6 +184,20 @@ class ReportsPlugin:
                 item.user_properties.extend(properties)
                 report.user_properties.extend(properties)
         return report
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        # A scenario's metrics go on the suite: whichever criterion item ran the load (the first
+        # one -k left) is no place for them. Here, where the reports of every xdist worker arrive.
+        carried = [data for data in getattr(report, "quaero_results", None) or () if not _from_quaero_run(data)]
+        xml = _junit_xml(self.config) if carried else None
+        if xml is None:
+            return
+        # deferred: report machinery, loaded only when there is something to report
+        from pytest_quaero.core.metrics import RunResult
+
+        for data in carried:
+            for name, value in junit_properties(RunResult.from_dict(data)):
+                xml.add_global_property(name, value)
 
     def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
         if is_worker(self.config):

@@ -1,10 +1,12 @@
 """A live progress line per running scenario: done/total, queue length, jobs/s, lock errors.
 
-On a terminal the line rewrites itself in place (``\\r``) a few times a second; when
-the output is not a terminal (CI logs) a plain line is printed when the scenario
+On a terminal the text (a bar, done/total, jobs/s, an ETA) rewrites itself in place
+after pytest's current line a few times a second and is erased when the scenario ends;
+when the output is not a terminal (CI logs) a plain line is printed when the scenario
 starts, every ``interval`` seconds, and when it ends. Under ``-q`` nothing extra is
-printed, and xdist workers print nothing (their output is not forwarded). The numbers
-come from the run's own ``on_progress`` callback; nothing here measures.
+printed. xdist workers print nothing (their output is not forwarded), so the controller
+announces each scenario's start instead (:func:`announce`). The numbers come from the
+run's own ``on_progress`` callback; nothing here measures.
 """
 
 from __future__ import annotations
@@ -20,19 +22,43 @@ if TYPE_CHECKING:
     from pytest_quaero.core.metrics import RunResult
     from pytest_quaero.core.run import Progress
 
-__all__ = ["MODES", "ProgressDisplay", "choose_mode", "format_final", "format_progress"]
+__all__ = ["MODES", "ProgressDisplay", "announce", "bar", "choose_mode", "eta", "format_final", "format_progress"]
 
 MODES = ("auto", "live", "plain", "off")
 #: how often the in-place line is redrawn at most, seconds (the run samples every 0.25s)
 LIVE_REFRESH = 0.1
 #: how often a plain line is printed while a scenario runs, seconds
 PLAIN_INTERVAL = 10.0
+BAR_WIDTH = 20
+#: VT100 save cursor, restore cursor, erase to the end of the line: the live text sits after whatever
+#: pytest had written on the line (its location, its result letters) and is erased without a trace
+_SAVE, _RESTORE, _ERASE = "\x1b7", "\x1b8", "\x1b[K"
+#: a live line with less room than this on the terminal's current line is not drawn
+_MIN_ROOM = 12
+
+
+def bar(fraction: float) -> str:
+    """``[########------------]``: ``fraction`` of BAR_WIDTH filled."""
+    filled = max(0, min(BAR_WIDTH, round(fraction * BAR_WIDTH)))
+    return "[" + "#" * filled + "-" * (BAR_WIDTH - filled) + "]"
+
+
+def eta(p: Progress) -> str:
+    """Time left at the rate so far, or ``?`` before the first job is done."""
+    if p.total and p.done >= p.total:
+        return "0s"
+    rate = p.jobs_per_second
+    if rate <= 0:
+        return "?"
+    left = (p.total - p.done) / rate
+    return f"{left:.1f}s" if left < 120 else f"{int(left // 60)}m{int(left % 60):02d}s"
 
 
 def format_progress(p: Progress) -> str:
-    pct = 100.0 * p.done / p.total if p.total else 0.0
-    return (f"quaero[{p.scenario}] {p.done}/{p.total} jobs ({pct:.0f}%), queue {p.queue_length}, "
-            f"{p.jobs_per_second:.1f} jobs/s, {p.busy_errors} busy errors, {p.elapsed:.1f}s")
+    fraction = p.done / p.total if p.total else 0.0
+    return (f"quaero[{p.scenario}] {bar(fraction)} {p.done}/{p.total} jobs ({100 * fraction:.0f}%), "
+            f"queue {p.queue_length}, {p.jobs_per_second:.1f} jobs/s, ETA {eta(p)}, {p.busy_errors} busy errors, "
+            f"{p.elapsed:.1f}s")
 
 
 def format_final(result: RunResult) -> str:
@@ -56,7 +82,13 @@ def choose_mode(requested: str, *, verbosity: int, isatty: bool, live_logging: b
 
 @dataclass
 class ProgressDisplay:
-    """Writes progress through pytest's terminal reporter (``write``, ``write_line``, ``ensure_newline``)."""
+    """Writes progress through pytest's terminal reporter.
+
+    ``live``: drawn after whatever pytest's current line holds and erased when the scenario
+    ends, so the location and its result letters stay on one line (the summary has the
+    outcome). ``plain``: lines of their own; the first continues a line that holds only the
+    scenario's location, and the location is re-printed for the result letters that follow.
+    """
 
     terminal: Any
     mode: str
@@ -65,7 +97,6 @@ class ProgressDisplay:
     #: pytest's capture manager: output written mid-test must bypass capturing
     capture: Any = None
     _last: dict[str, float] = field(default_factory=dict)
-    _width: int = 0
     _location: Path | None = None
 
     @contextlib.contextmanager
@@ -85,35 +116,66 @@ class ProgressDisplay:
             return
         self._last[progress.scenario] = now
         with self._uncaptured():
-            if last is None:
-                self._begin()
-            self._emit(format_progress(progress))
+            if self.mode == "live":
+                self._draw(progress, first=last is None)
+            elif last is None:
+                self._begin(format_progress(progress), progress.scenario)
+            else:
+                self.terminal.write_line(format_progress(progress))
 
     def finish(self, result: RunResult) -> None:
         if self.mode == "off":
             return
         with self._uncaptured():
-            if self._last.pop(result.scenario, None) is None:
-                self._begin()
+            started = self._last.pop(result.scenario, None) is not None
+            if self.mode == "live":
+                if started:
+                    self.terminal.write_raw(_RESTORE + _ERASE, flush=True)
+                return
             text = format_final(result)
-            # left unterminated: restoring the location below (or pytest's next line) ends it
-            carriage = "\r" if self.mode == "live" else ""
-            self.terminal.write(carriage + text + " " * max(0, self._width - len(text)), flush=True)
-            self._width = 0
+            if not started:
+                self._begin(text, result.scenario, final=True)
+            else:
+                # left unterminated: restoring the location below (or pytest's next line) ends it
+                self.terminal.write(text, flush=True)
             self._restore()
 
-    def _begin(self) -> None:
-        """Start on a line of our own, remembering the test location pytest had written."""
+    # ------------------------------------------------------------ live
+
+    def _draw(self, progress: Progress, *, first: bool) -> None:
+        terminal = self.terminal
+        terminal.flush()  # pytest's own text first, so the saved cursor sits after it
+        text = format_progress(progress)
+        if self._on_location(progress.scenario):
+            text = text.removeprefix(f"quaero[{progress.scenario}] ")
+        room = _fullwidth(terminal) - _current_width(terminal) - 1
+        if room < _MIN_ROOM:
+            return
+        # never wider than what is left of the line: a wrapped line could not be erased
+        terminal.write_raw((_SAVE if first else _RESTORE + _ERASE) + text[:room], flush=True)
+
+    # ------------------------------------------------------------ plain
+
+    def _on_location(self, scenario: str) -> bool:
+        """Whether pytest's current line holds just the scenario's location: ``quaero[<scenario>] `` (no
+        result letter yet), or under -v the item's ``quaero[<scenario>]::<criterion> ``."""
+        current = getattr(self.terminal, "currentfspath", None)
+        if isinstance(current, Path):
+            return current.name == f"quaero[{scenario}]" and _current_width(self.terminal) == len(current.name) + 1
+        return (isinstance(current, str) and current.startswith(f"quaero[{scenario}]::")
+                and _current_width(self.terminal) == len(current))
+
+    def _begin(self, text: str, scenario: str, *, final: bool = False) -> None:
+        """The first plain line: on the line of the scenario's location when it holds nothing else."""
         current = getattr(self.terminal, "currentfspath", None)
         self._location = current if isinstance(current, Path) else None
+        if self._on_location(scenario):
+            self.terminal.write(text.removeprefix(f"quaero[{scenario}] ") + ("" if final else "\n"), flush=True)
+            self.terminal.currentfspath = None  # the line pytest had is ended (or ends with this text)
+            return
         self.terminal.ensure_newline()
-        self._width = 0
-
-    def _emit(self, text: str) -> None:
-        if self.mode == "live":
-            padding = " " * max(0, self._width - len(text))
-            self.terminal.write("\r" + text + padding, flush=True)
-            self._width = len(text)
+        if final:
+            self.terminal.write(text, flush=True)
         else:
             self.terminal.write_line(text)
 
@@ -132,6 +194,29 @@ class ProgressDisplay:
             self.terminal.write_line("")
             return
         self.terminal.write_fspath_result(str(relative), "")
+
+
+def _fullwidth(terminal: Any) -> int:
+    writer = getattr(terminal, "_tw", None)
+    return int(getattr(writer, "fullwidth", 80))
+
+
+def _current_width(terminal: Any) -> int:
+    """How much of the current line pytest has written (its own bookkeeping; our raw writes are not in it)."""
+    writer = getattr(terminal, "_tw", None)
+    return int(getattr(writer, "width_of_current_line", 0))
+
+
+def announce(terminal: Any, nodeid: str, scenarios: Any, announced: set[str]) -> None:
+    """Under xdist the controller sees no progress: say which scenario started its load, once each."""
+    name = nodeid.split("::", 1)[0]
+    if not (name.startswith("quaero[") and name.endswith("]")) or name in announced:
+        return
+    announced.add(name)
+    scenario = next((s for s in scenarios if f"quaero[{s.name}]" == name), None)
+    size = f" ({scenario.total_jobs} jobs)" if scenario is not None else ""
+    terminal.write_line(f"{name} load started on an xdist worker{size}; live progress stays on the worker, "
+                        "the results follow in the summary")
 
 
 def install(config: Any, harness: Any, mode: str) -> ProgressDisplay | None:

@@ -11,9 +11,10 @@ from typing import Any
 from pytest_quaero.core.baseline import format_table
 from pytest_quaero.core.fixes import comparison_lines
 from pytest_quaero.core.metrics import RunResult
+from pytest_quaero.core.table import aligned
 from pytest_quaero.report.counts import count_table, per_job
 from pytest_quaero.report.locks import detection_summary
-from pytest_quaero.report.wording import plural
+from pytest_quaero.report.wording import describe_pool, plural
 
 __all__ = [
     "counts_line",
@@ -21,6 +22,7 @@ __all__ = [
     "detection_line",
     "gate_summary_lines",
     "lock_line",
+    "pool_text",
     "scenario_heading",
     "write_summary",
 ]
@@ -31,31 +33,55 @@ _HEADERS = ("criterion", "measured", "required", "status")
 def criteria_table(result: RunResult) -> list[str]:
     """Aligned rows: criterion, measured, required, status."""
     rows = [(v["title"], v["measured"], v["required"], "PASS" if v["passed"] else "FAIL") for v in result.verdicts]
-    widths = [max(len(str(row[i])) for row in [_HEADERS, *rows]) for i in range(len(_HEADERS))]
-    lines = ["  " + "  ".join(h.ljust(w) for h, w in zip(_HEADERS, widths, strict=True)).rstrip()]
-    lines += ["  " + "  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in rows]
-    return lines
+    return aligned([_HEADERS, *rows], indent="  ")
+
+
+def pool_text(result: RunResult) -> str:
+    """``2 thread workers``, or the external pool that ran (``external worker pool (go1.26.8; 2 external workers)``)."""
+    pool = describe_pool(result.extra)
+    if pool is not None:
+        return pool.split(": ", 1)[0]  # the command is in the JSON; the line stays short
+    s = result.settings
+    return f"{s.get('workers')} {s.get('worker_mode')} workers"
 
 
 def scenario_heading(result: RunResult) -> str:
     """One line per scenario: size, workers, verdict and the headline figures."""
-    s = result.settings
     status = "PASS" if result.passed else "FAIL"
-    return (
+    line = (
         f"quaero[{result.scenario}] {result.parents} x {result.children_per_parent} = {result.total_jobs} jobs, "
-        f"{s.get('workers')} {s.get('worker_mode')} workers: {status} "
+        f"{pool_text(result)}: {status} "
         f"({result.jobs_completed}/{result.total_jobs} jobs in {result.execution_time:.2f}s, "
         f"{result.throughput:.1f} jobs/s, {result.busy_errors} busy errors)"
     )
+    origin = result.extra.get("origin")
+    if origin:  # a quaero_run() result goes back to its test, which decides with its own asserts
+        line += f" [returned to {origin}: fails it only through the test's asserts]"
+    return line
 
 
 def write_summary(terminalreporter: Any, results: list[RunResult]) -> None:
-    """The ``quaero load test results`` block of pytest's terminal summary."""
+    """The ``quaero load test results`` block of pytest's terminal summary.
+
+    Under ``-q`` a passing scenario is its one heading line; a failing one still shows its
+    table. FAIL rows are red wherever a table is shown.
+    """
     terminalreporter.write_sep("=", "quaero load test results")
+    quiet = int(getattr(terminalreporter, "verbosity", 0)) < 0
     for result in results:
         terminalreporter.write_line(scenario_heading(result), bold=True, red=not result.passed, green=result.passed)
-        for line in criteria_table(result):
-            terminalreporter.write_line(line)
+        if quiet and result.passed:
+            continue
+        table = criteria_table(result)
+        terminalreporter.write_line(table[0])
+        for line, verdict in zip(table[1:], result.verdicts, strict=True):
+            if verdict["passed"]:
+                terminalreporter.write_line(line)
+            else:
+                terminalreporter.write_line(line, red=True, bold=True)
+        if quiet:
+            _kept_lines(terminalreporter, result)
+            continue
         locks = lock_line(result)
         if locks:
             terminalreporter.write_line(locks)
@@ -65,10 +91,14 @@ def write_summary(terminalreporter: Any, results: list[RunResult]) -> None:
         detected = detection_line(result)
         if detected:
             terminalreporter.write_line(detected, red=True)
-        if result.extra.get("kept"):
-            terminalreporter.write_line(f"  database kept: {result.db_path}")
-            terminalreporter.write_line(f"  log kept:      {result.log_path}")
-            terminalreporter.write_line(f"  inspect with:  sqlite3 {result.db_path}")
+        _kept_lines(terminalreporter, result)
+
+
+def _kept_lines(terminalreporter: Any, result: RunResult) -> None:
+    if result.extra.get("kept"):
+        terminalreporter.write_line(f"  database kept: {result.db_path}")
+        terminalreporter.write_line(f"  log kept:      {result.log_path}")
+        terminalreporter.write_line(f"  inspect with:  sqlite3 {result.db_path}")
 
 
 def lock_line(result: RunResult) -> str:

@@ -19,7 +19,9 @@ __all__ = [
     "PASS_ICON",
     "cell",
     "describe_failure",
+    "describe_pool",
     "duration",
+    "hard_breaks",
     "mark",
     "names",
     "not_measured",
@@ -27,6 +29,7 @@ __all__ = [
     "offset",
     "pct",
     "plural",
+    "pool_runtime",
     "status",
     "title",
     "utc",
@@ -109,6 +112,34 @@ def title(name: str, jobs: int, *, lower: bool = False) -> str:
 def describe_failure(verdict: dict[str, Any], label: str) -> str:
     """Short: the summary names the numbers; the critical-issues list adds each verdict's detail."""
     return f"{label} {verdict['title']} (measured {verdict['measured']}, required {verdict['required']})"
+
+
+def hard_breaks(lines: list[str]) -> list[str]:
+    """Consecutive ``**Key:** value`` lines with CommonMark hard breaks, so they render as lines, not one paragraph."""
+    return [line + "\\" for line in lines[:-1]] + lines[-1:]
+
+
+def pool_runtime(hello: dict[str, Any]) -> str:
+    """``go1.26.8``, ``rust 1.80``: the runtime an external pool's hello names (the language once)."""
+    language, runtime = str(hello.get("language") or ""), str(hello.get("runtime") or "")
+    if runtime.lower().startswith(language.lower()):
+        return runtime or "unknown runtime"
+    return f"{language} {runtime}".strip()
+
+
+def describe_pool(extra: dict[str, Any]) -> str | None:
+    """Which worker pool ran, from ``extra["pool"]`` (an external or mixed pool); None for the built-in one."""
+    pool = extra.get("pool")
+    if not isinstance(pool, dict):
+        return None
+    hello = pool.get("hello")
+    runtime = pool_runtime(hello if isinstance(hello, dict) else {})
+    workers = pool.get("workers")
+    workers = workers if isinstance(workers, dict) else {}
+    counts = ", ".join(f"{n} {kind}" for kind, n in workers.items() if n)
+    kind = str(pool.get("kind") or "external")
+    return (f"{kind} worker pool ({runtime}" + (f"; {counts} workers" if counts else "") + ")"
+            + (f": {pool['command']}" if pool.get("command") else ""))
 
 
 def worker_name(worker: WorkerRecord) -> str:

@@ -4,9 +4,22 @@ from __future__ import annotations
 
 import os
 
+from pytest_quaero.core.metrics import RunResult
 from pytest_quaero.report.figures import ReportFigures, Run, expected_jobs, find_query, section_names
 from pytest_quaero.report.sections.summary import environment
-from pytest_quaero.report.wording import FAIL_ICON, PASS_ICON, duration, mark, not_measured, not_run, offset, title
+from pytest_quaero.report.wording import (
+    FAIL_ICON,
+    PASS_ICON,
+    duration,
+    hard_breaks,
+    mark,
+    names,
+    not_measured,
+    not_run,
+    offset,
+    pool_runtime,
+    title,
+)
 
 __all__ = ["execution_timeline", "footer", "query_results", "retry_excerpt", "stagger_excerpt"]
 
@@ -142,12 +155,30 @@ def footer(figures: ReportFigures) -> list[str]:
     sqlite = ", ".join(sorted({r.sqlite_version for r in results if r.sqlite_version})) or \
         v.get("sqlite", "?") + " (" + not_measured("no run") + ")"
     python = ", ".join(sorted({r.python_version for r in results if r.python_version})) or v.get("python", "?")
+    runtime = _worker_runtime(results, python)
     took = f"{duration(sum(r.total_duration for r in results))} of load runs" if results else \
         not_measured("no scenario ran")
     if figures.ctx.session_duration is not None:
         took += f" in a {duration(figures.ctx.session_duration)} pytest session"
     verdict = ("PASS" if figures.overall_passed else "FAIL") if results else \
         not_measured("no scenario ran (--quaero-scenario)")
-    return [f"**Test Conducted By:** {conducted}", f"**Environment:** {environment(figures)}",
-            f"**Database Version:** SQLite {sqlite}", f"**Python Version:** {python}",
-            f"**Test Duration:** {took}", f"**Status:** {verdict}"]
+    return hard_breaks([f"**Test Conducted By:** {conducted}", f"**Environment:** {environment(figures)}",
+                        f"**Database Version:** SQLite {sqlite}", f"**Go Version:** {runtime}",
+                        f"**Test Duration:** {took}", f"**Status:** {verdict}"])
+
+
+def _worker_runtime(results: list[RunResult], python: str) -> str:
+    """The template's Go Version: the Go runtime an external pool named in its hello, else what ran the workers."""
+    pools = [p for r in results if isinstance(p := r.extra.get("pool"), dict)]
+    hellos = [p["hello"] for p in pools if isinstance(p.get("hello"), dict)]
+    go = sorted({pool_runtime(h) for h in hellos if str(h.get("language", "")).lower() == "go"})
+    others = sorted({pool_runtime(h) for h in hellos if str(h.get("language", "")).lower() != "go"})
+    builtin = len(pools) < len(results) or any(int((p.get("workers") or {}).get("builtin") or 0) for p in pools)
+    also = [*others, *([f"Python {python}"] if builtin else [])]
+    if go:
+        return ", ".join(go) + (f" (the external workers' runtime, from their hello; also {names(also)})"
+                                if also else " (the external workers' runtime, from their hello)")
+    if not results:
+        return not_measured("no scenario ran, so no worker ran")
+    return f"not applicable: the workers ran on {names(also or [f'Python {python}'])}"
+

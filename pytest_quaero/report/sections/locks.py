@@ -15,7 +15,15 @@ from typing import Any
 
 from pytest_quaero.report.counts import COUNTS_MEANING, count_table
 from pytest_quaero.report.figures import ReportFigures, expected_jobs, section_names
-from pytest_quaero.report.locks import HOLD_WAIT_MEANING, LockTable, detection_checks, lock_table
+from pytest_quaero.report.locks import (
+    CONFIGURATIONS_MEANING,
+    HOLD_WAIT_MEANING,
+    ConfigurationRow,
+    LockTable,
+    connection_configurations,
+    detection_checks,
+    lock_table,
+)
 from pytest_quaero.report.wording import FAIL_ICON, PASS_ICON, cell, not_measured, not_run
 
 __all__ = ["detection_section", "work_per_job_section", "write_lock_section"]
@@ -46,7 +54,19 @@ def _lock_lines(heading: str, run: Any) -> list[str]:
     table = lock_table(run.result)
     if table.missing:
         return [f"{heading} {table.missing}", ""]
-    return [f"{heading} {table.connections} connections observed", "", *_markdown_table(table), ""]
+    return [f"{heading} {table.connections} connections observed", "", *_markdown_table(table), "",
+            *_configuration_lines(connection_configurations(run.result))]
+
+
+def _configuration_lines(rows: list[ConfigurationRow]) -> list[str]:
+    """The distinct connection configurations of a run, under its lock table (nothing if none recorded)."""
+    if not rows:
+        return []
+    kinds = "one configuration" if len(rows) == 1 else f"{len(rows)} distinct configurations"
+    lines = [f"Connections by configuration ({kinds}, read back from each connection):", ""]
+    lines += [f"- busy_timeout {row.busy_timeout_ms}ms, journal_mode {row.journal_mode}, synchronous "
+              f"{row.synchronous}: {row.connections} connections, opened by {row.opened_by}" for row in rows]
+    return [*lines, ""]
 
 
 def _count_lines(heading: str, run: Any) -> list[str]:
@@ -68,7 +88,7 @@ def _detection_lines(heading: str, run: Any) -> list[str]:
 
 def write_lock_section(figures: ReportFigures) -> list[str]:
     """Each run's write-lock table: per operation, hold and writer wait p50/p95/max, statements, lock errors."""
-    lines = ["#### Write Lock Hold and Wait", "", HOLD_WAIT_MEANING, ""]
+    lines = ["#### Write Lock Hold and Wait", "", HOLD_WAIT_MEANING, "", CONFIGURATIONS_MEANING, ""]
     if not figures.results:
         return [*lines, not_measured(_NO_SCENARIO), ""]
     return lines + _each_run(figures, _lock_lines)

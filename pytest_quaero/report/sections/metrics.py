@@ -16,9 +16,10 @@ from pytest_quaero.report.figures import (
     expected_jobs,
     find_query,
     fix_comparison,
+    queue_peak,
     section_names,
 )
-from pytest_quaero.report.wording import FAIL_ICON, PASS_ICON, duration, mark, not_measured, not_run, pct
+from pytest_quaero.report.wording import FAIL_ICON, PASS_ICON, duration, mark, names, not_measured, not_run, pct
 
 __all__ = [
     "busy_error_analysis",
@@ -147,7 +148,8 @@ def message_statistics(figures: ReportFigures) -> list[str]:
                          f"{len(t.processing_times)} jobs)")
         else:
             lines.append("- **Average Message Processing Time:** " + not_measured("no job completed"))
-        lines.append(f"- **Peak Queue Length:** {t.peak} (highest of {t.samples} queue samples)")
+        missed = f"; not measured in {names(t.unsampled)}: shorter than the sampling interval" if t.unsampled else ""
+        lines.append(f"- **Peak Queue Length:** {t.peak} (highest of {t.samples} queue samples{missed})")
     lines.append("")
     return lines
 
@@ -163,8 +165,11 @@ def queue_under_load(figures: ReportFigures) -> list[str]:
         for run in runs:
             r = run.result
             avg = duration(r.avg_processing_time) if r.processing_times else not_measured("no job completed")
+            peak = queue_peak(r)
+            shown = str(peak) if peak is not None else not_measured(
+                "the run was shorter than the sampling interval (see Queue Statistics During Test)")
             lines += [f"{run.label.capitalize()} Load ({r.total_jobs} jobs):",
-                      f"  - Peak Queue Length: {r.peak_queue_length}", f"  - Average Processing Time: {avg}", "  "]
+                      f"  - Peak Queue Length: {shown}", f"  - Average Processing Time: {avg}", "  "]
     lines[-1] = "```"  # the fence replaces the last scenario's spacer line
     lines.append("")
     return lines

@@ -7,7 +7,7 @@ scenario; every alert threshold of the template is checked against this session.
 from __future__ import annotations
 
 from pytest_quaero.core.settings import to_toml
-from pytest_quaero.report.figures import ReportFigures
+from pytest_quaero.report.figures import ReportFigures, Totals
 from pytest_quaero.report.sections.observations import UTILIZATION_TARGET
 from pytest_quaero.report.sections.summary import recommendation
 from pytest_quaero.report.wording import FAIL_ICON, NONE_ICON, PASS_ICON, duration, mark, names, not_measured, pct
@@ -19,6 +19,7 @@ __all__ = [
     "optimization_suggestions",
     "production_readiness",
     "production_settings",
+    "utilization_scope",
 ]
 
 _NO_MEMORY = "pytest-quaero does not sample memory"
@@ -31,7 +32,7 @@ def production_readiness(figures: ReportFigures) -> list[str]:
     lines = ["## Recommendations", "", "### Production Readiness Assessment"]
     if figures.overall_passed and not figures.missing_template_scenarios():
         lines.append(f"**Status:** {PASS_ICON} **APPROVED FOR PRODUCTION**")
-    elif figures.failed or not figures.results:
+    elif figures.failed or figures.claims or not figures.results:
         lines.append(f"**Status:** {FAIL_ICON} **NOT APPROVED**")
     else:
         lines.append(f"**Status:** {NONE_ICON} **NOT YET APPROVED** (not every template scenario was measured)")
@@ -62,8 +63,8 @@ def production_settings(figures: ReportFigures) -> list[str]:
     return [
         "### Configuration Tuning", "", "#### Recommended Production Settings",
         "The effective settings of this session, in Quaero's TOML format; `pytest --quaero-config=FILE` loads them "
-        "back" + (" (they passed every criterion measured)." if figures.overall_passed else
-                  " (they did NOT pass every criterion: tune before adopting them)."),
+        "back" + (" (they passed every criterion measured and met the template's claims)." if figures.overall_passed
+                  else " (they did NOT pass every criterion and claim: tune before adopting them)."),
         "```toml", *to_toml(figures.settings).rstrip("\n").splitlines(), "```", "",
     ]
 
@@ -73,11 +74,11 @@ def optimization_suggestions(figures: ReportFigures) -> list[str]:
     lines = ["#### Performance Optimization Suggestions"]
     if figures.results:
         lines.append(f"1. **Monitor Queue Length:** Set up alerts for queue length > 100 messages (this session "
-                     f"peaked at {t.peak}, averaging {t.avg_queue:.1f})")
+                     f"peaked at {t.peak}, averaging {t.avg_queue:.1f}{_unsampled(figures)})")
         lines.append(f"2. **Database Monitoring:** Track SQLITE_BUSY error rate (should remain at 0; this session: "
                      f"{t.busy})")
         lines.append(f"3. **Worker Utilization:** Ensure workers maintain >{UTILIZATION_TARGET:.0f}% utilization "
-                     f"(this session averaged {pct(t.avg_utilization)})")
+                     f"(this session averaged {pct(t.avg_utilization)}{utilization_scope(t)})")
     else:
         why = not_measured("no scenario ran (--quaero-scenario)")
         lines += [f"1. **Monitor Queue Length:** {why}", f"2. **Database Monitoring:** {why}",
@@ -85,6 +86,20 @@ def optimization_suggestions(figures: ReportFigures) -> list[str]:
     lines += ["4. **Memory Usage:** Monitor memory consumption during peak load periods ("
               + not_measured(_NO_MEMORY) + ")", ""]
     return lines
+
+
+def _unsampled(figures: ReportFigures) -> str:
+    """Which runs the peak leaves out because their samples missed every message."""
+    missed = figures.totals.unsampled
+    return f"; not measured in {names(missed)}: shorter than the sampling interval" if missed else ""
+
+
+def utilization_scope(t: Totals) -> str:
+    """Which workers an average utilization counts, when some started but processed no job."""
+    if not t.idle_workers:
+        return ""
+    return (f", over the {t.utilization_workers} workers that processed jobs; {t.idle_workers} started after the "
+            "queue was empty and are left out")
 
 
 def future_testing(figures: ReportFigures) -> list[str]:
@@ -129,7 +144,7 @@ def monitoring_alerting(figures: ReportFigures) -> list[str]:
         ("Job failure rate > 5% in any 1-hour period", f"{failure:.1f}%", failure > 5),
     ]
     warning: list[tuple[str, str, bool | None]] = [
-        ("Queue length > 100 messages", f"peak {t.peak}", t.peak > 100),
+        ("Queue length > 100 messages", f"peak {t.peak}{_unsampled(figures)}", t.peak > 100),
         ("Job completion time > 10 minutes (95th percentile)", f"p95 latency {duration(p95_latency)}",
          p95_latency > 600),
         ("Memory usage > 80% of available", not_measured(_NO_MEMORY), None),

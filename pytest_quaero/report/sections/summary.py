@@ -17,13 +17,14 @@ from pytest_quaero.report.figures import (
     expected_jobs,
     find_verdict,
     section_names,
-    settings_differ,
 )
+from pytest_quaero.report.scaling import differences
 from pytest_quaero.report.wording import (
     NONE_ICON,
     cell,
     describe_failure,
     duration,
+    hard_breaks,
     mark,
     names,
     not_measured,
@@ -116,8 +117,22 @@ def environment(figures: ReportFigures) -> str:
     if commit.get("available"):
         parts.append(f"commit {commit.get('describe')}" + (f" on {commit['branch']}" if commit.get("branch") else ""))
     else:
-        parts.append("commit " + not_measured(f"git describe failed: {commit.get('error', 'no git')}"))
+        parts.append("commit " + not_measured(_git_problem(str(commit.get("error") or ""))))
     return ", ".join(parts)
+
+
+def _git_problem(error: str) -> str:
+    """Why there is no commit, in words (git's own error text is not for a report)."""
+    lowered = error.lower()
+    if not error or "not a git repository" in lowered:
+        return "the project is not in a git checkout"
+    if "no such file" in lowered or "not found" in lowered:
+        return "git is not installed"
+    if "dubious ownership" in lowered:
+        return "git refused the checkout (owned by another user: safe.directory)"
+    if "does not have any commits" in lowered or "unknown revision" in lowered or "ambiguous argument" in lowered:
+        return "the git checkout has no commit yet"
+    return "git could not describe the checkout"
 
 
 def key_findings(figures: ReportFigures) -> str:
@@ -142,6 +157,8 @@ def key_findings(figures: ReportFigures) -> str:
                  + "; ".join(describe_failure(v, figures.label(r)) for r, v in figures.failed) + ".")
     else:
         third = f"All {figures.criteria_count} criteria passed."
+    if figures.claims:
+        third += " Not met beyond the criteria: " + "; ".join(figures.claims) + "."
     return " ".join((first, second, third))
 
 
@@ -149,9 +166,11 @@ def recommendation(figures: ReportFigures) -> str:
     """Approved only when every criterion passed in every template scenario."""
     if not figures.results:
         return "NOT APPROVED: nothing was measured (run with --quaero-scenario=all)."
-    if figures.failed:
-        return "NOT APPROVED for production. Failing criteria: " + "; ".join(
-            describe_failure(v, figures.label(r)) for r, v in figures.failed) + "."
+    if figures.failed or figures.claims:
+        failing = ("Failing criteria: " + "; ".join(describe_failure(v, figures.label(r)) for r, v in figures.failed)
+                   + "." if figures.failed else "")
+        claims = ("Template claims not met: " + "; ".join(figures.claims) + "." if figures.claims else "")
+        return " ".join(part for part in ("NOT APPROVED for production.", failing, claims) if part)
     missing = figures.missing_template_scenarios()
     ran = names(figures.labels)
     if missing:
@@ -168,14 +187,20 @@ def executive_summary(figures: ReportFigures) -> list[str]:
         verdicts = figures.criteria_count
         overall = (f"{'PASS' if figures.overall_passed else 'FAIL'} ({verdicts - len(figures.failed)} of "
                    f"{plural(verdicts, 'criterion', 'criteria')} passed in "
-                   f"{plural(len(figures.results), 'scenario run')})")
+                   f"{plural(len(figures.results), 'scenario run')}"
+                   + (f"; {plural(len(figures.claims), 'template claim')} not met" if figures.claims else "") + ")")
+    if figures.own:
+        overall += (f"; {plural(len(figures.own), 'run')} with a test's own settings judged by that test, not here "
+                    "(see Test Results)")
     return [
         TEMPLATE_TITLE, "", "## Executive Summary", "",
-        f"**Test Date:** {utc(figures.ctx.created)}",
-        f"**Environment:** Quaero Job Queue Database Lock Fixes Validation ({environment(figures)})",
-        f"**Overall Status:** {overall}",
-        f"**Key Findings:** {key_findings(figures)}",
-        f"**Recommendation:** {recommendation(figures)}", "", "---", "",
+        *hard_breaks([
+            f"**Test Date:** {utc(figures.ctx.created)}",
+            f"**Environment:** Quaero Job Queue Database Lock Fixes Validation ({environment(figures)})",
+            f"**Overall Status:** {overall}",
+            f"**Key Findings:** {key_findings(figures)}",
+            f"**Recommendation:** {recommendation(figures)}",
+        ]), "", "---", "",
     ]
 
 
@@ -214,10 +239,15 @@ def system_configuration(figures: ReportFigures) -> list[str]:
     if disabled:
         lines.append(f"- **Fixes disabled:** {', '.join(disabled)} (--quaero-disable; the runs measured the queue "
                      "without them)")
-    differing = [run.label for run in figures.runs if settings_differ(run.result.settings, s)]
+    differing = [f"{run.label} ({', '.join(differences(run.result.settings, s))})" for run in figures.runs
+                 if differences(run.result.settings, s)]
     if differing:
-        lines.append(f"- **Per-run overrides:** {names(differing)} ran with settings that differ from the "
-                     "session's (marker or quaero_run keywords); see the JSON results for each run's settings")
+        lines.append(f"- **Per-run overrides:** {'; '.join(differing)}: in the verdict, but not compared with the "
+                     "other runs (Scalability Analysis)")
+    if figures.own:
+        lines.append(f"- **Tests' own runs:** {plural(len(figures.own), 'run')} with a test's own settings or tree "
+                     "(listed under Test Results): their tests judge them; the template's verdict, totals and "
+                     "scaling leave them out")
     lines.append("")
     return lines
 
@@ -255,5 +285,21 @@ def result_tables(figures: ReportFigures) -> list[str]:
                 origin = run.result.extra.get("origin")
                 lines += [f"Run {run.result.run_id}" + (f" (from {origin})" if origin else "") + ":", ""]
             lines += [*criteria_table(criteria_rows(run.result)), ""]
+    lines += _own_runs(figures)
     lines += ["---", ""]
+    return lines
+
+
+def _own_runs(figures: ReportFigures) -> list[str]:
+    """Runs tests made with their own settings or tree: shown, but outside the template's verdict."""
+    if not figures.own:
+        return []
+    lines = ["### Tests' Own Runs (not part of the template's verdict)", "",
+             "Each run below was made by a test with settings or a tree of its own. The test that ran it judges it "
+             "(a failing quaero_run() result fails that test only through the test's own asserts); the template's "
+             "verdict, totals and scaling above leave it out.", ""]
+    for result, why in figures.own:
+        lines += [f"Run {result.run_id}, {result.scenario}: {result.parents} x {result.children_per_parent} = "
+                  f"{result.total_jobs} jobs, {'PASS' if result.passed else 'FAIL'} ({why})", ""]
+        lines += [*criteria_table(criteria_rows(result)), ""]
     return lines

@@ -10,10 +10,22 @@ from pytest_quaero.report.figures import (
     expected_jobs,
     find_verdict,
     queue_intervals,
+    queue_peak,
     section_names,
     stagger_tolerance,
 )
-from pytest_quaero.report.wording import duration, mark, not_measured, not_run, pct, utc, worker_name
+from pytest_quaero.report.wording import (
+    duration,
+    mark,
+    names,
+    not_measured,
+    not_run,
+    offset,
+    pct,
+    plural,
+    utc,
+    worker_name,
+)
 
 __all__ = ["performance_metrics", "queue_statistics", "scalability_analysis", "worker_startup"]
 
@@ -47,18 +59,18 @@ def _startup(run: Run) -> list[str]:
     for worker in sorted(r.workers, key=lambda w: w.index):
         if worker.start_offset is None or worker.started_wall is None:
             lines.append(f"{worker_name(worker)} Startup: " + not_measured(
-                f"never started: the run ended (t+{r.execution_time:.3f}s) before its start at "
+                f"never started: the run ended ({offset(r.execution_time)}) before its start at "
                 f"{worker.index} x {format_duration(setting)}"))
             continue
         line = (f"{worker_name(worker)} Startup: {utc(worker.started_wall, millis=True)} "
-                f"({(worker.start_offset - pool) * 1000:.0f}ms after pool start)")
+                f"({duration(worker.start_offset - pool)} after pool start)")
         if previous is not None:
             gap = worker.start_offset - previous
             # each gap judged as the criterion judges them, so one unstarted worker does not
             # make the gaps that were measured look wrong
             ok = abs(gap - setting) <= tolerance if tolerance is not None else (
                 verdict["passed"] if verdict else None)
-            line = line[:-1] + f"; {gap * 1000:.0f}ms after the previous worker, setting " \
+            line = line[:-1] + f"; {duration(gap)} after the previous worker, setting " \
                 f"{format_duration(setting)}: {'stagger confirmed' if ok else 'stagger NOT confirmed'}) {mark(ok)}"
         previous = worker.start_offset
         lines.append(line)
@@ -74,12 +86,14 @@ def _utilization(run: Run) -> list[str]:
             continue
         lines.append(f"  - {worker_name(worker)}: {pct(worker.utilization)} ({worker.jobs} jobs, "
                      f"{worker.busy_seconds:.3f}s busy)")
-    utilization = [w.utilization for w in run.result.workers if w.start_offset is not None]
+    utilization = [w.utilization for w in workers if w.start_offset is not None and w.jobs]
+    idle = [worker_name(w) for w in workers if w.start_offset is not None and not w.jobs]
+    left_out = (f"; {names(idle)} left out: started after the queue was empty and processed no job" if idle else "")
     if utilization:
-        lines.append(f"  - Average: {pct(sum(utilization) / len(utilization))} (of {len(utilization)} started "
-                     "workers)")
+        lines.append(f"  - Average: {pct(sum(utilization) / len(utilization))} (of {len(utilization)} workers that "
+                     f"processed jobs{left_out})")
     else:
-        lines.append("  - Average: " + not_measured("no worker started"))
+        lines.append("  - Average: " + not_measured("no worker processed a job"))
     return lines
 
 
@@ -104,20 +118,27 @@ def _queue_over_time(run: Run) -> list[str]:
         return [header + ":", "  " + not_measured("the run recorded no queue sample")]
     interval, step = queue_intervals(samples)
     end = samples[-1][0]
-    lines = [f"{header} (sampled every {interval:.2f}s; shown every {step:g}s, the step that fits the run in at "
-             f"most {MAX_QUEUE_ROWS} rows; the template's 30s for a 5-minute run):"]
+    peak = queue_peak(r)
+    if peak is None:
+        return [header + ":", "  " + not_measured(
+            f"the run ({duration(r.execution_time)}) was shorter than the sampling interval "
+            f"({duration(interval)}): its {plural(len(samples), 'sample')} came before the first send and after the "
+            f"last delete, so they saw none of the {r.messages_enqueued} messages that went through the queue")]
+    lines = [f"{header} (sampled every {duration(interval)}, {plural(len(samples), 'sample')}; shown every "
+             f"{format_duration(step)}, the step that fits the run in at most {MAX_QUEUE_ROWS} rows; the template's "
+             "30s for a 5-minute run; each row is the sample nearest its time):"]
     k = 0
     while k * step < end:
-        t = k * step
-        at = [s for s in samples if s[0] <= t + 1e-9]
-        sample = at[-1] if at else samples[0]
-        lines.append(f"  {f't+{t:g}s:':<9} {int(sample[1])} messages ({int(sample[2])} visible, "
-                     f"{int(sample[3])} in flight)")
+        mark_at = k * step
+        # the nearest sample, not the last one before the mark: a sample 1 ms late is that moment's count
+        sample = min(samples, key=lambda s: (abs(s[0] - mark_at), s[0]))
+        lines.append(f"  {offset(mark_at) + ':':<12} {int(sample[1])} messages ({int(sample[2])} visible, "
+                     f"{int(sample[3])} in flight; sampled at {offset(sample[0])})")
         k += 1
     left = int(samples[-1][1])
-    lines.append(f"  t+end ({end:.2f}s): {left} messages "
+    lines.append(f"  {offset(end)} (end): {left} messages "
                  + ("(all processed)" if left == 0 else f"left ({r.dead_messages} dead)"))
-    lines += ["", f"Peak Queue Length: {r.peak_queue_length} messages",
+    lines += ["", f"Peak Queue Length: {peak} messages",
               f"Average Queue Length: {r.avg_queue_length:.1f} messages"]
     return lines
 
@@ -152,5 +173,6 @@ def performance_metrics(figures: ReportFigures) -> list[str]:
 
 def scalability_analysis(figures: ReportFigures) -> list[str]:
     s = figures.scaling
+    note = [s.note, ""] if s.note else []
     return ["#### Scalability Analysis", "```", "Performance Scaling:", *s.rows,
-            "", f"Linear scaling achieved: {s.verdict_text}", f"Rule: {s.rule}", "```", "", "---", ""]
+            "", f"Linear scaling achieved: {s.verdict_text}", f"Rule: {s.rule}", "```", "", *note, "---", ""]
