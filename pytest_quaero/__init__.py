@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from pytest_quaero.core.criteria import Criterion, Thresholds, Verdict
     from pytest_quaero.core.db import open_connection as connect
+    from pytest_quaero.core.explore.clock import now
     from pytest_quaero.core.metrics import RunResult
     from pytest_quaero.core.pool import Job, JobContext
     from pytest_quaero.core.protocols import ProtocolError, QueueProtocol, StoreProtocol, check_queue, check_store
@@ -45,6 +46,7 @@ __all__ = [
     "check_queue",
     "check_store",
     "connect",
+    "now",
 ]
 
 #: public name -> the internal module that defines it
@@ -53,6 +55,7 @@ _HOMES = {
     "Thresholds": "core.criteria",
     "Verdict": "core.criteria",
     "connect": "core.db",
+    "now": "core.explore.clock",
     "RunResult": "core.metrics",
     "Job": "core.pool",
     "JobContext": "core.pool",

@@ -164,7 +164,8 @@ class CriterionItem(pytest.Item):
             result = self.parent.result
             lines = [f"{self.parent.name} {verdict.title}: {verdict.message}"]
             if result is not None and result.extra.get("kept"):
-                lines.append(f"database kept: {result.db_path}")
+                if result.settings.get("backend") != "postgresql":  # a PostgreSQL run's schema is dropped
+                    lines.append(f"database kept: {result.db_path}")
                 lines.append(f"log kept:      {result.log_path}")
             return "\n".join(lines)
         return super().repr_failure(excinfo, style=style)

@@ -71,6 +71,8 @@ RUNS: dict[str, tuple[tuple[str, ...], dict[str, str], bool]] = {
     # a forced failure with charts and self-contained HTML: what the browser test opens
     "fail_html": (("--quaero-scenario=light", *FAST, "--quaero-threshold=light.min_throughput=100000",
                    "--self-contained-html"), {}, False),
+    # a passing light run long enough (~1 s) for several queue samples, whatever the machine's speed
+    "sampled": (("--quaero-scenario=light", *FAST, "--quaero-job-time=15ms..25ms"), {}, False),
     # the same passing scenario under xdist (the plugin keeps a scenario's items on one worker)
     "xdist": (("--quaero-scenario=light", *FAST, "-n", "2", "--self-contained-html"), {}, False),
 }

@@ -64,8 +64,8 @@ def test_a_scenario_from_a_conftest_runs_as_items(pytester: pytest.Pytester) -> 
 
 def test_an_unknown_scenario_lists_the_added_ones(pytester: pytest.Pytester) -> None:
     pytester.makeconftest(TINY)
-    assert_usage_error(run_pytest(pytester, "--quaero-scenario=huge"),
-                       "--quaero-scenario='huge'", "unknown scenario 'huge'", "light, medium, heavy, stress, tiny")
+    assert_usage_error(run_pytest(pytester, "--quaero-scenario=huge"), "--quaero-scenario='huge'",
+                       "unknown scenario 'huge'", "light, medium, heavy, stress, explore, tiny")
 
 
 def test_a_marker_may_name_an_added_scenario(pytester: pytest.Pytester) -> None:

@@ -89,8 +89,8 @@ def test_collect_only_lists_the_items(pytester: pytest.Pytester) -> None:
         ("light,medium", ["light", "medium"]),
         ("medium, light", ["medium", "light"]),
         ("light,light", ["light"]),
-        ("all", ["light", "medium", "heavy", "stress"]),
-        ("heavy,all", ["heavy", "light", "medium", "stress"]),
+        ("all", ["light", "medium", "heavy", "stress", "explore"]),
+        ("heavy,all", ["heavy", "light", "medium", "stress", "explore"]),
     ],
 )
 def test_comma_lists_and_all(pytester: pytest.Pytester, choice: str, scenarios: list[str]) -> None:

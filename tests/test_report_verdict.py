@@ -154,7 +154,7 @@ def test_a_failing_marker_run_stays_out_of_the_verdict(pytester: pytest.Pytester
 
 
 def test_queue_table_states_the_real_cadence_and_the_nearest_samples(report_runs: Any) -> None:
-    run = report_runs.get("pass")
+    run = report_runs.get("sampled")
     text, samples = run.text("md"), run.json()["results"][0]["queue_samples"]
     gaps = [b[0] - a[0] for a, b in itertools.pairwise(samples)]
     cadence = sorted(gaps[:-1] or gaps)[len(gaps[:-1] or gaps) // 2]  # the last gap ends at the drain

@@ -62,6 +62,8 @@ def test_importing_the_plugin_module_imports_nothing_heavy(tmp_path: Path) -> No
         "pytest_quaero.markers", "pytest_quaero.session", "pytest_quaero.hookspecs", "pytest_quaero.defaults",
         "pytest_quaero.core", "pytest_quaero.core.settings", "pytest_quaero.core.fields",
         "pytest_quaero.core.scenarios",
+        # how --quaero-explore and --quaero-replay are checked (standard library only)
+        "pytest_quaero.core.explore", "pytest_quaero.core.explore.spec",
     }, loaded
 
 

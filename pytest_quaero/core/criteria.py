@@ -192,8 +192,9 @@ def _busy(r: RunResult, t: Thresholds) -> Verdict:
                        f"({stalls.get('lock_held', 0)} while another writer held the lock, counted above; "
                        f"{stalls.get('lock_error_seen', 0)} after a swallowed lock error; "
                        f"{stalls.get('lock_free', 0)} with the lock free)")
-    busy = r.busy_errors
-    return Verdict("sqlite_busy_errors", "SQLITE_BUSY Errors", str(busy), f"<= {t.max_busy_errors}"
+    busy, title = r.busy_errors, "Lock Errors" if r.settings.get("backend") == "postgresql" else "SQLITE_BUSY Errors"
+    details += r.extra.get("postgresql", {}).get("lock_notes", [])  # SQLSTATEs, the claim check's finding
+    return Verdict("sqlite_busy_errors", title, str(busy), f"<= {t.max_busy_errors}"
                    if t.max_busy_errors else "= 0", busy <= t.max_busy_errors, busy, "; ".join(details))
 
 

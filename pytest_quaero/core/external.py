@@ -52,6 +52,8 @@ def worker_environment(settings: Settings, db_path: str, base: int, count: int) 
                                        ("immediate", not settings.begin_immediate)) if off]
     return {
         "QUAERO_PROTOCOL": "1",
+        # the SQLite file, or with --quaero-backend=postgresql the run's DSN (its own schema on the search_path)
+        "QUAERO_BACKEND": getattr(settings, "backend", "sqlite") or "sqlite",
         "QUAERO_DB_PATH": db_path,
         "QUAERO_QUEUE_NAME": settings.queue_name,
         "QUAERO_WORKERS": str(count),

@@ -22,6 +22,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from pytest_quaero.core.explore.spec import EXPLORE_ALLOWED, REPLAY_ALLOWED, explore_text, replay_text
+
 __all__ = [
     "DURATION_HELP",
     "FIELDS",
@@ -269,28 +271,9 @@ def _db_file(value: Any) -> str:
 
 
 def _command(value: Any) -> str:
-    """A worker command line: its program found on PATH, an executable file, or a Go module directory."""
-    import shlex  # deferred: only a worker command is split, and this module is read at every start-up
-    import shutil
+    from pytest_quaero.core.commandline import parse_command  # deferred: read only when a worker command is set
 
-    if not isinstance(value, (str, os.PathLike)):
-        raise ValueError(value)
-    text = os.fsdecode(value).strip()
-    if not text or "\0" in text or not text.isprintable():
-        raise ValueError(value)
-    try:
-        argv = shlex.split(text)
-    except ValueError:  # an unclosed quote
-        raise ValueError(value) from None
-    if not argv:
-        raise ValueError(value)
-    program = os.path.expanduser(argv[0])
-    if os.path.isdir(program):
-        if not os.path.isfile(os.path.join(program, "go.mod")):
-            raise ValueError(value)
-    elif shutil.which(program) is None:  # not found, or found but not executable
-        raise ValueError(value)
-    return text
+    return parse_command(value)
 
 
 # ---------------------------------------------------------------- field table
@@ -408,6 +391,13 @@ FIELDS: tuple[FieldSpec, ...] = (
     FieldSpec("seed", "--quaero-seed", _int(0), "a whole number >= 0" + _INT64,
               "seed of the simulated work times (0)", "QUAERO_LOAD_SEED", ("load_test", "seed"),
               "quaero_seed", "N", ini_type="int"),
+    FieldSpec("explore", "--quaero-explore", explore_text, EXPLORE_ALLOWED,
+              "run each scenario under N explored schedules (one token passed between the worker threads at every "
+              "statement) instead of once free-running; the first failing schedule prints its --quaero-replay token",
+              "QUAERO_EXPLORE", ("load_test", "explore"), "quaero_explore", "STRATEGY:N"),
+    FieldSpec("replay", "--quaero-replay", replay_text, REPLAY_ALLOWED,
+              "run each scenario under exactly the explored schedule this token names (a failure prints it)",
+              "QUAERO_REPLAY", ("load_test", "replay"), "quaero_replay", "TOKEN"),
     FieldSpec("begin_immediate", "--quaero-begin-immediate", _bool, "true or false",
               "BEGIN IMMEDIATE for read-then-write transactions (true)", "QUAERO_SQLITE_BEGIN_IMMEDIATE",
               ("storage.sqlite", "begin_immediate"), "quaero_begin_immediate", "BOOL",
@@ -433,6 +423,12 @@ FIELDS: tuple[FieldSpec, ...] = (
     FieldSpec("worker_stop_grace", "--quaero-worker-stop-grace", _duration(0), _DURATION_ALLOWED,
               "how long a worker command may take to stop after SIGTERM before SIGKILL (5s)",
               "QUAERO_WORKER_STOP_GRACE", ("queue", "worker_stop_grace"), "quaero_worker_stop_grace", "DURATION"),
+    FieldSpec("backend", "--quaero-backend", _choice("sqlite", "postgresql"), "sqlite or postgresql",
+              "the queue's database: a SQLite file, or PostgreSQL (a throwaway server, or --quaero-dsn) (sqlite)",
+              None, ("load_test", "backend"), "quaero_backend", "NAME"),
+    FieldSpec("dsn", "--quaero-dsn", _name, "a PostgreSQL DSN: postgresql://user:password@host:port/database",
+              "with --quaero-backend=postgresql: run on this server, one schema per run, instead of a throwaway one",
+              None, ("load_test", "dsn"), "quaero_dsn", "DSN", ascii_only=False),
     FieldSpec("db_path", "--quaero-db", _db_file, "a file path in an existing directory",
               "run on this SQLite file instead of a temporary one, and keep it", "QUAERO_LOAD_DB",
               ("load_test", "db"), "quaero_db", "PATH", ascii_only=False),

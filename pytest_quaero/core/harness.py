@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pytest_quaero.core.criteria import Thresholds, evaluate, thresholds_for
+from pytest_quaero.core.criteria import Thresholds, Verdict, evaluate, thresholds_for
 from pytest_quaero.core.jobs import Handler
 from pytest_quaero.core.metrics import RunResult
 from pytest_quaero.core.monitor import Progress
@@ -114,7 +114,21 @@ class Harness:
                 endpoint_factory = extensions.endpoint_factory(settings)
         run_dir = self._run_dir(scenario)
         began = time.monotonic()
+
+        def judge(result: RunResult) -> list[Verdict]:
+            verdicts = evaluate(result, thresholds)
+            if extensions is not None:
+                verdicts += extensions.extra_verdicts(scenario, result, thresholds)
+            return verdicts
+
         try:
+            if settings.explore or settings.replay:  # N explored schedules, each judged (core/explore)
+                from pytest_quaero.core.explore.runner import explore_run  # deferred: only exploring needs it
+
+                return self._judged(explore_run(
+                    scenario, settings, run_dir=run_dir, judge=judge, handler=handler,
+                    endpoint_factory=endpoint_factory, deadline=thresholds.max_execution_time, **run_options,
+                ), settings, extensions, finalize)
             result = run_scenario(
                 scenario, settings, run_dir=run_dir, handler=handler,
                 endpoint_factory=endpoint_factory, on_progress=self.on_progress,
@@ -125,10 +139,10 @@ class Harness:
             self.interrupted.append(InterruptedRun(scenario.name, db_path, log_path,
                                                    getattr(exc, "signal_name", "SIGINT"), time.monotonic() - began))
             raise
-        verdicts = evaluate(result, thresholds)
-        if extensions is not None:
-            verdicts += extensions.extra_verdicts(scenario, result, thresholds)
-        result.verdicts = [verdict.as_dict() for verdict in verdicts]
+        result.verdicts = [verdict.as_dict() for verdict in judge(result)]
+        return self._judged(result, settings, extensions, finalize)
+
+    def _judged(self, result: RunResult, settings: Settings, extensions: Any, finalize: bool) -> RunResult:
         if finalize:
             self.finalize(result, settings, extensions)
         return result

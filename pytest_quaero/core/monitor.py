@@ -145,8 +145,12 @@ _SAMPLE_COST_SHARE = 20
 _FOLD_INTERVAL = 0.01
 
 
-def open_monitor(db_path: str, settings: Settings) -> sqlite3.Connection:
+def open_monitor(db_path: str, settings: Settings) -> Any:
     """The monitor's own connection: patient with locks, frugal with its page cache."""
+    if settings.backend == "postgresql":  # db_path is then the run's DSN
+        from pytest_quaero.core.postgresql.backend import open_monitor as open_pg_monitor  # the extra's
+
+        return open_pg_monitor(db_path, settings)
     # It waits for locks however short the settings make busy_timeout (a busy_timeout=0 run
     # must be judged, not crash on its own observer meeting a WAL reset).
     conn = db.connect(db_path, dataclasses.replace(
@@ -159,14 +163,14 @@ def open_monitor(db_path: str, settings: Settings) -> sqlite3.Connection:
 
 
 def watch(scenario: Scenario, settings: Settings, pool: WorkerPool, producers: Producers, tally: Tally,
-          monitor: sqlite3.Connection, t0: float, deadline: float, sample_interval: float, result: RunResult,
+          monitor: Any, t0: float, deadline: float, sample_interval: float, result: RunResult,
           on_progress: Callable[[Progress], None] | None, mark: Callable[..., None], watched: Any = None) -> None:
     """Sample the queue and fold events until the run is over; marks how it ended on the timeline.
 
     ``watched`` is a user's own queue (``pytest_quaero_make_queue``), counted through its
     ``counts()``; otherwise the goqite table is counted on ``monitor``.
     """
-    queue = watched if watched is not None else Queue(
+    queue = watched if watched is not None else _monitor_queue(settings)(
         monitor, settings.queue_name, visibility_timeout=settings.visibility_timeout, max_receive=settings.max_receive)
     queueing_marked = False
     due = time.monotonic()
@@ -216,6 +220,15 @@ def watch(scenario: Scenario, settings: Settings, pool: WorkerPool, producers: P
         # samples stay on the stated cadence instead of drifting later by each sample's own cost.
         due = max(due + (interval if counts is not None else sample_interval), time.monotonic())
         _nap(pool, producers, tally, due)
+
+
+def _monitor_queue(settings: Settings) -> Any:
+    """The queue class the monitor counts with: goqite's table on SQLite or on PostgreSQL."""
+    if settings.backend == "postgresql":
+        from pytest_quaero.core.postgresql.queue import PgQueue  # deferred: the postgresql extra's
+
+        return PgQueue
+    return Queue
 
 
 def _nap(pool: WorkerPool, producers: Producers, tally: Tally, until: float) -> None:

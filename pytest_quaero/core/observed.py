@@ -31,7 +31,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from types import FrameType
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from pytest_quaero.core import ledger
 from pytest_quaero.core.instruments import (
@@ -52,6 +52,10 @@ if TYPE_CHECKING:
 __all__ = ["PATCH_CONNECT", "SYNCHRONOUS_NAMES", "ObservedConnection", "ObservedCursor", "observing"]
 
 _T = TypeVar("_T")
+
+#: the exploration in progress (:class:`pytest_quaero.core.explore.scheduler.Scheduler`), or None:
+#: while set, every statement of an observed connection is one of its scheduling points
+SCHEDULER: Any = None
 
 _WRITES = frozenset({"INSERT", "UPDATE", "DELETE", "REPLACE"})
 _KINDS = {"SELECT": "select", "INSERT": "insert", "UPDATE": "update", "DELETE": "delete", "REPLACE": "insert",
@@ -158,6 +162,25 @@ class ObservedConnection(sqlite3.Connection):
     def rollback(self) -> None:
         self._observe("ROLLBACK", _CONNECTION_ROLLBACK, self, count=self.in_transaction)
 
+    def __exit__(self, exc_type: object, exc: object, traceback: object) -> Literal[False]:
+        # sqlite3's own __exit__ commits or rolls back in C, past commit() and rollback(): done through
+        # them here, so `with conn:` is counted (and explored) like an explicit commit, with its semantics
+        if exc_type is not None:
+            self.rollback()
+            return False
+        try:
+            self.commit()
+        except BaseException:
+            self.rollback()  # as sqlite3 does: a failed commit must not keep the database locked
+            raise
+        return False
+
+    def close(self) -> None:
+        if SCHEDULER is None:
+            _CONNECTION_CLOSE(self)
+        else:  # closing ends this connection's transaction: a scheduling point like COMMIT
+            SCHEDULER.statement(self, "CLOSE", _CONNECTION_CLOSE, (self,))
+
     def _observe(self, sql: str, method: Callable[..., _T], *args: Any, count: bool = True) -> _T:
         instruments = self._instruments
         if instruments is None:
@@ -178,7 +201,8 @@ class ObservedConnection(sqlite3.Connection):
         started = time.perf_counter()
         result = None
         try:
-            result = method(*args)
+            # an exploration (core/explore) makes each statement a scheduling point of its own
+            result = method(*args) if SCHEDULER is None else SCHEDULER.statement(self, sql, method, args)
         except sqlite3.Error as exc:
             code = _lock_error_name(exc)
             if code is not None:
@@ -292,6 +316,7 @@ _CONNECTION_EXECUTEMANY: Callable[..., sqlite3.Cursor] = sqlite3.Connection.exec
 _CONNECTION_EXECUTESCRIPT: Callable[..., sqlite3.Cursor] = sqlite3.Connection.executescript
 _CONNECTION_COMMIT: Callable[..., None] = sqlite3.Connection.commit
 _CONNECTION_ROLLBACK: Callable[..., None] = sqlite3.Connection.rollback
+_CONNECTION_CLOSE: Callable[..., None] = sqlite3.Connection.close
 _CURSOR_EXECUTE: Callable[..., sqlite3.Cursor] = sqlite3.Cursor.execute
 _CURSOR_EXECUTEMANY: Callable[..., sqlite3.Cursor] = sqlite3.Cursor.executemany
 

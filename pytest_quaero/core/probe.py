@@ -55,6 +55,10 @@ def goqite_time(wall: float) -> str:
 class Probe:
     """One worker's harness connection, opened on first use."""
 
+    #: the driver's parameter placeholder and error class (the PostgreSQL probe sets its own)
+    placeholder = "?"
+    driver_error: type[Exception] = sqlite3.Error
+
     def __init__(self, db_path: str, settings: Settings) -> None:
         self.db_path, self.settings = db_path, settings
         self._conn: sqlite3.Connection | None = None
@@ -104,8 +108,9 @@ class Probe:
             if conn is None:
                 return None
             try:
-                row = conn.execute("select status from crawl_jobs where id = ?", (job_id,)).fetchone()
-            except sqlite3.Error:
+                row = conn.execute(f"select status from crawl_jobs where id = {self.placeholder}",
+                                   (job_id,)).fetchone()
+            except self.driver_error:
                 return None
             return MISSING if row is None else str(row[0])
 
@@ -116,8 +121,9 @@ class Probe:
             if conn is None:
                 return None
             try:
-                return conn.execute("select 1 from goqite where id = ?", (message_id,)).fetchone() is not None
-            except sqlite3.Error:
+                return conn.execute(f"select 1 from goqite where id = {self.placeholder}",
+                                    (message_id,)).fetchone() is not None
+            except self.driver_error:
                 return None
 
     def close(self) -> None:

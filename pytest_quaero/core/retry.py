@@ -27,6 +27,7 @@ from pytest_quaero.core.instruments import (
     operation,
 )
 from pytest_quaero.core.log import get_logger
+from pytest_quaero.core.postgresql.errors import is_postgresql_error, lock_error_name
 
 __all__ = [
     "OpStats",
@@ -57,8 +58,8 @@ _LOCK_MESSAGES = ("database is locked", "database table is locked", "database sc
 _CHAIN_DEPTH = 8
 
 
-def database_error(exc: BaseException) -> sqlite3.Error | None:
-    """The ``sqlite3.Error`` that ``exc`` is or wraps, else None.
+def database_error(exc: BaseException) -> BaseException | None:
+    """The ``sqlite3.Error`` (or PostgreSQL driver error) that ``exc`` is or wraps, else None.
 
     ORMs and task libraries raise their own exception types (Django's and SQLAlchemy's
     ``OperationalError`` are no ``sqlite3.Error``) with the driver's error as ``.orig``,
@@ -69,7 +70,7 @@ def database_error(exc: BaseException) -> sqlite3.Error | None:
     for _ in range(_CHAIN_DEPTH):
         if current is None or id(current) in seen:
             return None
-        if isinstance(current, sqlite3.Error):
+        if isinstance(current, sqlite3.Error) or is_postgresql_error(current):
             return current
         seen.add(id(current))
         orig = getattr(current, "orig", None)
@@ -87,6 +88,8 @@ def classify(exc: BaseException) -> str | None:
     found = database_error(exc)
     if found is None:
         return None
+    if not isinstance(found, sqlite3.Error):  # PostgreSQL: by SQLSTATE ('40001 serialization_failure')
+        return lock_error_name(found)
     exc = found
     code = getattr(exc, "sqlite_errorcode", None)
     if code is not None:

@@ -130,6 +130,9 @@ def run_scenario(
     run_dir.mkdir(parents=True, exist_ok=True)
     db_path, log_path = run_files(settings, run_dir)
     run_id = secrets.token_hex(4)
+    pg = _postgresql_run(settings, run_id)  # the run's own schema on PostgreSQL; None on SQLite
+    if pg is not None:
+        db_path = pg.dsn
     deadline = scenario.time_limit if deadline is None else deadline
     detach_log = _attach_log(log_path)
     log = get_logger("WorkerPool")
@@ -143,8 +146,8 @@ def run_scenario(
     result = RunResult(
         scenario=scenario.name, parents=scenario.parents, children_per_parent=scenario.children, run_id=run_id,
         settings=settings.as_dict(), settings_sources=dict(settings.sources), time_limit=scenario.time_limit,
-        db_path=db_path, log_path=log_path, started_wall=time.time(), sqlite_version=sqlite3.sqlite_version,
-        python_version=platform.python_version(),
+        db_path=db_path if pg is None else pg.shown_dsn, log_path=log_path, started_wall=time.time(),
+        sqlite_version=sqlite3.sqlite_version, python_version=platform.python_version(),
         platform=f"{platform.system()} {platform.release()} {platform.machine()}",
     )
     # every connection opened while the run lasts (the plugin's, a hook's, a user's) is counted,
@@ -154,14 +157,16 @@ def run_scenario(
         instruments.queue_name = settings.queue_name
         try:
             log.info("Scenario %s: %d parents x %d children = %d jobs, run %s, database %s", scenario.name,
-                     scenario.parents, scenario.children, scenario.total_jobs, run_id, db_path)
-            result.pragmas = _prepare(db_path, settings).as_dict()
+                     scenario.parents, scenario.children, scenario.total_jobs, run_id, result.db_path)
+            result.pragmas = (_prepare(db_path, settings) if pg is None else pg.prepare()).as_dict()
             # a hook-made queue/store brings its one-time setup (pytest_quaero_prepare_database) along
             prepare = prepare if prepare is not None else getattr(endpoint_factory, "prepare_database", None)
             if prepare is not None:
                 setup_started = time.monotonic()
                 prepare(settings, db_path)
                 result.extra["setup_seconds"] = round(time.monotonic() - setup_started, 6)
+            if pg is not None:  # the claim check, then the server's counters: before the pool's first statement
+                pg.start(None if settings.worker_command else endpoint_factory)
             pool = pool_factory(db_path, settings, handler=handler, endpoint_factory=endpoint_factory,
                                 log_path=log_path if settings.worker_mode == "process" or settings.worker_command
                                 else None)
@@ -215,7 +220,7 @@ def run_scenario(
                 mark("processing_started", tally.first_received)
             mark("validation")
             try:
-                checks = integrity.check(monitor, run_id, parents=scenario.parents,
+                checks = (integrity.check if pg is None else pg.integrity)(monitor, run_id, parents=scenario.parents,
                                          children_per_parent=scenario.children, queue_name=settings.queue_name,
                                          max_receive=settings.max_receive)
                 if watched is not None:
@@ -230,6 +235,8 @@ def run_scenario(
             for part in tally.instrument_parts:  # spawned workers measured in their own processes
                 instruments.merge(part)
             record_findings(result, instruments)
+            if pg is not None:  # every connection of the run is closed by now: the server's counts are final
+                pg.finish(result, scenario.total_jobs)
             result.extra["scheduling"] = scheduling_delays(tally.wake_delays)
             result.extra["noise"] = noise.measure(tally.done_at, tally.processing_times, tally.latencies)
             for disturbance in started:
@@ -246,6 +253,8 @@ def run_scenario(
             return result
         finally:
             detach_log()
+            if pg is not None:
+                pg.close()  # drops the run's schema, and nothing else
 
 
 def _prepare(db_path: str, settings: Settings) -> db.Pragmas:
@@ -287,6 +296,25 @@ def _prepare(db_path: str, settings: Settings) -> db.Pragmas:
             "a run must start from an empty queue. Use a new --quaero-db path or another --quaero-queue-name."
         )
     return pragmas
+
+
+def _postgresql_run(settings: Settings, run_id: str) -> Any:
+    """The run's schema on PostgreSQL (:class:`~pytest_quaero.core.postgresql.backend.PgRun`), None on SQLite."""
+    if settings.backend != "postgresql":
+        return None
+    from pytest_quaero.core.postgresql import missing_extra  # deferred: a SQLite run never imports the backend
+
+    missing = missing_extra(embedded=not settings.dsn)
+    if missing is not None:  # a marker chose postgresql where the extra is not installed
+        raise RunError(f"--quaero-backend=postgresql: {missing}.")
+    # deferred: the postgresql extra's modules import psycopg
+    from pytest_quaero.core.postgresql.backend import PgRun
+    from pytest_quaero.core.postgresql.server import ServerError
+
+    try:
+        return PgRun(settings, run_id)
+    except ServerError as exc:
+        raise RunError(str(exc)) from None
 
 
 def _stop_pool(pool: WorkerPool, timeout: float, *, cancel: bool) -> None:

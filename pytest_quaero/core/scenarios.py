@@ -135,6 +135,11 @@ BUILTIN: dict[str, Scenario] = {
     # claims, and few enough parents that many children of one parent finish at the same moment.
     "stress": Scenario("stress", 10, 100, 120.0, "Stress (8 workers, no stagger, zero work)", shape=(
         ("workers", "8"), ("stagger", "0ms"), ("job_time", "0ms"), ("poll_interval", "20ms"))),
+    # The small shape --quaero-explore runs schedule after schedule: every child shares one parent (its
+    # counters race), no work between statements, short polls and retries (on the schedule's clock).
+    "explore": Scenario("explore", 1, 4, 60.0, "Explore (2 workers, 1 parent x 4 children, zero work)", shape=(
+        ("workers", "2"), ("stagger", "0ms"), ("job_time", "0ms"), ("poll_interval", "10ms"),
+        ("retry_backoff", "1ms"), ("visibility_timeout", "5s"))),
 }
 
 

@@ -22,6 +22,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from pytest_quaero.core.explore.spec import explore_usage_error
 from pytest_quaero.core.fields import (
     FIELD_BY_NAME,
     FIELDS,
@@ -83,6 +84,10 @@ class Settings:
     job_time: tuple[float, float] = (0.005, 0.020)
     worker_mode: str = "thread"
     seed: int = 0
+    #: ``random:500``: each scenario runs under that many explored schedules (:mod:`~pytest_quaero.core.explore`)
+    explore: str | None = None
+    #: a replay token: each scenario runs under exactly that explored schedule
+    replay: str | None = None
     begin_immediate: bool = True
     #: a command line run as the worker pool instead of the built-in workers (:mod:`~pytest_quaero.core.external`)
     worker_command: str | None = None
@@ -92,6 +97,10 @@ class Settings:
     worker_start_timeout: float = 30.0
     worker_stop_grace: float = 5.0
     db_path: str | None = None
+    #: ``sqlite`` or ``postgresql`` (:mod:`pytest_quaero.core.postgresql`); with postgresql and no
+    #: ``dsn`` the plugin starts a throwaway server of its own
+    backend: str = "sqlite"
+    dsn: str | None = None
     #: threshold overrides, ``{scenario or "*": {criterion key: raw value}}``, checked by criteria
     thresholds: Mapping[str, Mapping[str, str]] = field(default_factory=dict, compare=False)
     #: where each threshold override came from, keyed ``"scope.key"`` (scope ``*`` = every scenario)
@@ -118,6 +127,10 @@ class Settings:
         for spec in FIELDS:
             value = getattr(self, spec.name)
             out[spec.name] = list(value) if isinstance(value, tuple) else value
+        if out.get("dsn"):  # reports and baselines keep the settings: never a password
+            from pytest_quaero.core.postgresql import redact_dsn  # deferred: only a DSN needs it
+
+            out["dsn"] = redact_dsn(out["dsn"])
         return out
 
     def describe(self, name: str) -> str:
@@ -131,8 +144,13 @@ class Settings:
         if name in ("stagger", "retry_backoff", "visibility_timeout", "poll_interval", "worker_start_timeout",
                     "worker_stop_grace"):
             return format_duration(value)
+        if name == "dsn":
+            from pytest_quaero.core.postgresql import redact_dsn  # deferred: only a DSN needs it
+
+            return redact_dsn(value) if value else "(embedded server)"
         if value is None:
-            return "(built-in workers)" if name == "worker_command" else "(temporary file)"
+            return {"worker_command": "(built-in workers)", "explore": "(off)", "replay": "(off)"}.get(
+                name, "(temporary file)")
         return as_text(value)
 
 
@@ -279,6 +297,16 @@ def resolve(
             break
         else:
             sources[spec.name] = "default"
+    if values.get("backend") == "postgresql" or values.get("dsn"):
+        # deferred: a SQLite run never looks at the PostgreSQL backend (it imports only the standard library)
+        from pytest_quaero.core.postgresql import usage_error
+
+        problem = usage_error(values.get("backend"), values.get("dsn"), sources)
+        if problem is not None:
+            raise SettingsError(problem)
+    problem = explore_usage_error(values, sources)  # exploration needs thread workers on SQLite
+    if problem is not None:
+        raise SettingsError(problem)
     return Settings(**values, thresholds=thresholds, threshold_sources=threshold_sources, sources=sources)
 
 

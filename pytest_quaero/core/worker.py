@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pytest_quaero.core import db
 from pytest_quaero.core.instruments import Instruments, active, operation
@@ -48,6 +48,9 @@ from pytest_quaero.core.queue import Message, Queue
 from pytest_quaero.core.retry import Retrier, classify, database_error
 from pytest_quaero.core.settings import Settings
 from pytest_quaero.core.store import JobStore
+
+if TYPE_CHECKING:
+    from pytest_quaero.core.postgresql.probe import PgProbe
 
 __all__ = [
     "Endpoint",
@@ -75,6 +78,11 @@ class Endpoint:
 
 def open_endpoint(db_path: str, settings: Settings) -> Endpoint:
     """The built-in queue and store on one fresh connection (so child + message share a transaction)."""
+    if settings.backend == "postgresql":  # db_path is then the run's DSN
+        from pytest_quaero.core.postgresql.backend import endpoint_parts  # deferred: the postgresql extra's
+
+        pg_queue, pg_store, close = endpoint_parts(db_path, settings)
+        return Endpoint(queue=pg_queue, store=pg_store, close=close)
     conn = db.connect(db_path, settings)
     queue = Queue(
         conn, settings.queue_name, visibility_timeout=settings.visibility_timeout, max_receive=settings.max_receive
@@ -134,7 +142,7 @@ def worker_main(
     log.info("Worker %d started successfully (%dms after pool start)", spec.index + 1,
              round((started - pool_started) * 1000))
     context = JobContext(spec.name, spec.index, settings, spec.db_path, cancel)
-    checks = _Checks(spec.name, Probe(spec.db_path, settings))
+    checks = _Checks(spec.name, _probe(spec.db_path, settings))
     busy_seconds = 0.0
     try:
         while not stop.is_set():
@@ -173,6 +181,14 @@ def worker_main(
         endpoint.close()
 
 
+def _probe(db_path: str, settings: Settings) -> Probe | PgProbe:
+    if settings.backend == "postgresql":
+        from pytest_quaero.core.postgresql.probe import PgProbe  # deferred: the postgresql extra's
+
+        return PgProbe(db_path, settings)
+    return Probe(db_path, settings)
+
+
 def _origin(exc: BaseException) -> str:
     """Where an exception was raised: the innermost frame, ``queue.py:42 in receive``."""
     frames = traceback.extract_tb(exc.__traceback__)
@@ -194,7 +210,7 @@ class _Checks:
     counted and with a few examples named; the run turns them into criteria verdicts.
     """
 
-    def __init__(self, worker: str, probe: Probe) -> None:
+    def __init__(self, worker: str, probe: Probe | PgProbe) -> None:
         self.worker, self.probe = worker, probe
 
     @staticmethod

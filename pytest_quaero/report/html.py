@@ -30,6 +30,7 @@ import pytest
 from pytest_quaero.core.metrics import RunResult
 from pytest_quaero.core.results_json import plugin_version
 from pytest_quaero.report.counts import COUNTS_MEANING, count_table
+from pytest_quaero.report.exploration import exploration_html
 from pytest_quaero.report.locks import HOLD_WAIT_MEANING, detection_checks, lock_table
 from pytest_quaero.report.wording import describe_pool
 from pytest_quaero.session import QuaeroSession
@@ -101,7 +102,7 @@ def criteria_table_html(result: RunResult, label: str, link: str | None = None) 
         f"<p>{result.jobs_completed}/{result.total_jobs} jobs in {result.execution_time:.2f}s, "
         f"{result.throughput:.1f} jobs/s, p95 processing {result.p95 * 1000:.1f}ms, {result.busy_errors} busy errors, "
         f"peak queue {_peak(result)}; run {escape(result.run_id)}"
-        + (f"; {escape(pool)}" if pool else "") + "</p>"
+        + (f"; {escape(pool)}" if pool else "") + "</p>" + exploration_html(result) +
         f"<table class=\"quaero-criteria\" style=\"{_TABLE_STYLE}\"><thead><tr>{head}</tr></thead>"
         f"<tbody>{rows}</tbody></table></div>"
     )

@@ -253,7 +253,7 @@ class ReportsPlugin:
                 "duration": round(time.time() - self.started, 6),
                 "exitstatus": int(exitstatus),
                 "scenarios": [scenario.name for scenario in self.state.scenarios],
-                "args": [str(arg) for arg in self.config.invocation_params.args],
+                "args": [_redacted(str(arg)) for arg in self.config.invocation_params.args],
                 "xdist_workers": _xdist_workers(self.config),
                 "passed": bool(results) and all(result.passed for result in results),
             },
@@ -300,3 +300,13 @@ class ReportsPlugin:
 def _xdist_workers(config: pytest.Config) -> int:
     numprocesses = getattr(config.option, "numprocesses", None)
     return int(numprocesses) if isinstance(numprocesses, int) else 0
+
+
+def _redacted(arg: str) -> str:
+    """A command-line argument as the JSON keeps it: a DSN's password never leaves the machine."""
+    from pytest_quaero.core.postgresql import redact_dsn  # deferred: standard library only, needed here alone
+
+    option, sep, value = arg.partition("=")
+    if sep and option.startswith("--"):
+        return f"{option}={redact_dsn(value)}"
+    return redact_dsn(arg)

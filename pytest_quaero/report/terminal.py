@@ -13,6 +13,7 @@ from pytest_quaero.core.fixes import comparison_lines
 from pytest_quaero.core.metrics import RunResult
 from pytest_quaero.core.table import aligned
 from pytest_quaero.report.counts import count_table, per_job
+from pytest_quaero.report.exploration import exploration_text
 from pytest_quaero.report.locks import detection_summary
 from pytest_quaero.report.wording import describe_pool, plural
 
@@ -54,6 +55,9 @@ def scenario_heading(result: RunResult) -> str:
         f"({result.jobs_completed}/{result.total_jobs} jobs in {result.execution_time:.2f}s, "
         f"{result.throughput:.1f} jobs/s, {result.busy_errors} busy errors)"
     )
+    explored = exploration_text(result)
+    if explored:  # N explored schedules stand behind this verdict, or one replayed
+        line += f" [{explored}]"
     origin = result.extra.get("origin")
     if origin:  # a quaero_run() result goes back to its test, which decides with its own asserts
         line += f" [returned to {origin}: fails it only through the test's asserts]"
@@ -95,10 +99,14 @@ def write_summary(terminalreporter: Any, results: list[RunResult]) -> None:
 
 
 def _kept_lines(terminalreporter: Any, result: RunResult) -> None:
-    if result.extra.get("kept"):
-        terminalreporter.write_line(f"  database kept: {result.db_path}")
-        terminalreporter.write_line(f"  log kept:      {result.log_path}")
-        terminalreporter.write_line(f"  inspect with:  sqlite3 {result.db_path}")
+    if not result.extra.get("kept"):
+        return
+    if result.settings.get("backend") == "postgresql":  # the run's schema is dropped with the run
+        terminalreporter.write_line(f"  log kept:      {result.log_path} (the run's PostgreSQL schema was dropped)")
+        return
+    terminalreporter.write_line(f"  database kept: {result.db_path}")
+    terminalreporter.write_line(f"  log kept:      {result.log_path}")
+    terminalreporter.write_line(f"  inspect with:  sqlite3 {result.db_path}")
 
 
 def lock_line(result: RunResult) -> str:

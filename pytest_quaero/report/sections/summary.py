@@ -81,7 +81,9 @@ def criteria_rows(result: RunResult) -> list[tuple[str, str, str, str]]:
             rows.append((row_title, not_measured(f"no {key} verdict in this run"), "-", NONE_ICON))
             continue
         measured = verdict["measured"] + (f" ({verdict['detail']})" if verdict.get("detail") else "")
-        rows.append((row_title, measured, verdict["required"], status(verdict["passed"])))
+        # the verdict's own title where the backend renames the row (PostgreSQL: "Lock Errors")
+        title = verdict["title"] if key == "sqlite_busy_errors" and verdict.get("title") else row_title
+        rows.append((title, measured, verdict["required"], status(verdict["passed"])))
     for verdict in result.verdicts:  # criteria beyond the template's (duplicates, baselines, user criteria)
         if verdict.get("criterion") in used:
             continue
@@ -146,8 +148,10 @@ def key_findings(figures: ReportFigures) -> str:
     )
     t = figures.totals
     first = f"Ran {plural(len(figures.runs), 'scenario run')}: {runs}."
+    raised, codes = (("PostgreSQL raised", "SQLSTATE 40001/40P01/55P03/57014/53300")
+                     if figures.settings.backend == "postgresql" else ("SQLite raised", "SQLITE_BUSY/LOCKED"))
     second = (
-        f"SQLite raised {plural(t.busy, 'lock error')} (SQLITE_BUSY/LOCKED) in {t.operations} database operations, "
+        f"{raised} {plural(t.busy, 'lock error')} ({codes}) in {t.operations} database operations, "
         f"{plural(t.successful_retries, 'operation')} recovered by retrying and {t.exhausted} gave up; "
         f"{t.deleted}/{t.enqueued} queue "
         f"messages were deleted and hierarchy integrity was {pct(t.min_integrity)} at worst."
@@ -222,7 +226,11 @@ def system_configuration(figures: ReportFigures) -> list[str]:
     lines.append(f"- **Queue Type:** goqite-backed persistent message queue (queue {s.queue_name!r}, visibility "
                  f"timeout {s.describe('visibility_timeout')}, max receive {s.max_receive}, poll interval "
                  f"{s.describe('poll_interval')})")
-    if pragmas:
+    if pragmas and "isolation" in pragmas:  # PostgreSQL: the session read back from the server
+        db_line = (f"PostgreSQL {pragmas.get('server_version', '?')}, {pragmas.get('isolation')} (read back: "
+                   f"lock_timeout={pragmas.get('lock_timeout_ms')}ms, statement_timeout="
+                   f"{pragmas.get('statement_timeout_ms')}ms, synchronous_commit={pragmas.get('synchronous_commit')})")
+    elif pragmas:
         journal = str(pragmas.get("journal_mode", "?"))
         mode = "WAL mode enabled" if journal.lower() == "wal" else f"journal_mode {journal} (WAL off)"
         db_line = (f"SQLite {pragmas.get('sqlite_version', '?')} with {mode} (read back: journal_mode={journal}, "
