@@ -16,6 +16,9 @@ type Policy struct {
 
 // Config is everything the plugin passes in QUAERO_* variables (protocol version 1).
 type Config struct {
+	// Backend is QUAERO_BACKEND: "sqlite" (DBPath is the file) or "postgresql" (DBPath is the
+	// run's DSN, its own schema on the search_path)
+	Backend           string
 	EventsFD          int
 	DBPath            string
 	Queue             string
@@ -37,6 +40,10 @@ type Config struct {
 	JobTimeHigh       time.Duration
 	Seed              int64
 	DisabledFixes     []string
+	// ShippedReceive (QUAERO_GOQITE_RECEIVE=goqite, not a protocol variable): on PostgreSQL,
+	// claim with goqite v0.4.0's own ReceiveTx under SERIALIZABLE instead of its statement with
+	// goqite PR #72's FOR UPDATE SKIP LOCKED; SQLite always uses goqite's own
+	ShippedReceive bool
 }
 
 // defaults are the load-test template's values (Quaero after its lock fixes), used for a
@@ -74,6 +81,7 @@ func LoadConfig(getenv func(string) string) (Config, error) {
 		return Config{}, fmt.Errorf("QUAERO_PROTOCOL=%q: this worker speaks protocol 1 only", v)
 	}
 	c := Config{
+		Backend:           p.backend("QUAERO_BACKEND"),
 		EventsFD:          p.intMin("QUAERO_EVENTS_FD", 0),
 		DBPath:            p.required("QUAERO_DB_PATH"),
 		Queue:             p.required("QUAERO_QUEUE_NAME"),
@@ -93,6 +101,13 @@ func LoadConfig(getenv func(string) string) (Config, error) {
 		Seed:              p.int64("QUAERO_SEED"),
 	}
 	c.JobTimeLow, c.JobTimeHigh = p.msRange("QUAERO_JOB_TIME_MS")
+	switch v := strings.ToLower(strings.TrimSpace(getenv("QUAERO_GOQITE_RECEIVE"))); v {
+	case "", "skip-locked":
+	case "goqite":
+		c.ShippedReceive = true
+	default:
+		p.fail("QUAERO_GOQITE_RECEIVE", v, "want skip-locked or goqite")
+	}
 	c.PoolWorkers = c.IndexBase + c.Workers
 	if getenv("QUAERO_POOL_WORKERS") != "" {
 		c.PoolWorkers = p.intMin("QUAERO_POOL_WORKERS", c.IndexBase+c.Workers)
@@ -192,6 +207,25 @@ func (p *parser) choice(name string, allowed ...string) string {
 	}
 	p.fail(name, v, "want one of "+strings.Join(allowed, ", "))
 	return v
+}
+
+// The backends QUAERO_BACKEND names.
+const (
+	BackendSQLite     = "sqlite"
+	BackendPostgreSQL = "postgresql"
+)
+
+// backend is QUAERO_BACKEND; unset (a plugin from before the PostgreSQL backend) is SQLite.
+func (p *parser) backend(name string) string {
+	switch v := strings.ToLower(strings.TrimSpace(p.getenv(name))); v {
+	case "", BackendSQLite:
+		return BackendSQLite
+	case BackendPostgreSQL:
+		return v
+	default:
+		p.fail(name, v, "want sqlite or postgresql")
+		return v
+	}
 }
 
 func (p *parser) boolean(name string) bool {

@@ -15,7 +15,7 @@ func TestConfigReadsTheProtocolEnvironment(t *testing.T) {
 		"QUAERO_DISABLED_FIXES": "wal, immediate",
 	})
 	want := Config{
-		EventsFD: 3, DBPath: "/tmp/x.db", Queue: "quaero_jobs", Workers: 1, IndexBase: 3, PoolWorkers: 4,
+		Backend: BackendSQLite, EventsFD: 3, DBPath: "/tmp/x.db", Queue: "quaero_jobs", Workers: 1, IndexBase: 3, PoolWorkers: 4,
 		Stagger: 500 * time.Millisecond, PollInterval: time.Second, BusyTimeoutMS: 10000, JournalMode: "DELETE",
 		Synchronous: "NORMAL", CacheSizeMB: 2, BeginImmediate: false,
 		Retry: Policy{5, 500 * time.Microsecond}, DeleteRetry: Policy{3, 200 * time.Millisecond},
@@ -59,6 +59,8 @@ func TestConfigErrorsNameTheVariable(t *testing.T) {
 		{"QUAERO_EVENTS_FD", "x", "QUAERO_EVENTS_FD"},
 		{"QUAERO_VISIBILITY_TIMEOUT_MS", "0", "must be > 0"},
 		{"QUAERO_SEED", "1.5", "QUAERO_SEED"},
+		{"QUAERO_BACKEND", "mysql", "want sqlite or postgresql"},
+		{"QUAERO_GOQITE_RECEIVE", "nowait", "QUAERO_GOQITE_RECEIVE"},
 	} {
 		_, err := LoadConfig(testEnv("q.db", map[string]string{tc.name: tc.value}))
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
@@ -67,5 +69,23 @@ func TestConfigErrorsNameTheVariable(t *testing.T) {
 	}
 	if _, err := LoadConfig(func(string) string { return "" }); err == nil || !strings.Contains(err.Error(), "QUAERO_PROTOCOL") {
 		t.Errorf("no environment: %v", err)
+	}
+}
+
+func TestConfigReadsTheBackend(t *testing.T) {
+	for value, want := range map[string]string{"": BackendSQLite, "sqlite": BackendSQLite, "PostgreSQL": BackendPostgreSQL} {
+		cfg := testConfig(t, "q.db", map[string]string{"QUAERO_BACKEND": value})
+		if cfg.Backend != want || cfg.ShippedReceive {
+			t.Errorf("QUAERO_BACKEND=%q: backend %q (shipped receive %v), want %q", value, cfg.Backend, cfg.ShippedReceive, want)
+		}
+	}
+	cfg := testConfig(t, "q.db", map[string]string{"QUAERO_GOQITE_RECEIVE": "goqite"})
+	if !cfg.ShippedReceive {
+		t.Error("QUAERO_GOQITE_RECEIVE=goqite: want goqite's own receive")
+	}
+	for sync, want := range map[string]string{"OFF": "off", "NORMAL": "off", "FULL": "on", "EXTRA": "on"} {
+		if got := synchronousCommit(testConfig(t, "q.db", map[string]string{"QUAERO_SYNCHRONOUS": sync})); got != want {
+			t.Errorf("QUAERO_SYNCHRONOUS=%s: synchronous_commit %s, want %s as the plugin maps it", sync, got, want)
+		}
 	}
 }

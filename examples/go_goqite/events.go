@@ -79,13 +79,17 @@ type Hello struct {
 	Language      string            `json:"language"`
 	Runtime       string            `json:"runtime"`
 	Libraries     map[string]string `json:"libraries"`
-	SQLiteVersion string            `json:"sqlite_version"`
+	SQLiteVersion string            `json:"sqlite_version,omitempty"`
 	PID           int               `json:"pid"`
 	Workers       int               `json:"workers"`
-	Pragmas       Pragmas           `json:"pragmas"`
+	// Pragmas on SQLite; on PostgreSQL the session settings (PgSession), read back the same way
+	Pragmas any `json:"pragmas"`
 	// extra keys (allowed by the protocol): the settings this process runs with
 	WorkerIndexBase int    `json:"worker_index_base"`
-	TxLock          string `json:"txlock"`
+	TxLock          string `json:"txlock,omitempty"`
+	// PostgreSQL only (empty, and so absent, on SQLite: its hello stays as it was)
+	Backend       string `json:"backend,omitempty"`
+	ServerVersion string `json:"server_version,omitempty"`
 }
 
 // Pragmas as PRAGMA returns them (journal_mode lower case, synchronous as its number).
@@ -115,15 +119,17 @@ type JobFinished struct {
 	Error      string   `json:"error,omitempty"`
 }
 
-// LockError is one SQLITE_BUSY / SQLITE_LOCKED (any extended code).
+// LockError is one SQLITE_BUSY / SQLITE_LOCKED (any extended code), or on PostgreSQL one
+// lock SQLSTATE (Code then as the plugin files it, "40001 serialization_failure").
 type LockError struct {
 	Head
 	Operation  string  `json:"operation"`
 	Code       string  `json:"code"`
-	ResultCode int     `json:"result_code"`
+	ResultCode int     `json:"result_code,omitempty"` // SQLite's extended code (never 0 there)
 	Attempt    int     `json:"attempt"`
 	Retried    bool    `json:"retried"`
 	WaitedMS   float64 `json:"waited_ms"`
+	SQLState   string  `json:"sqlstate,omitempty"` // PostgreSQL's five characters
 }
 
 // Operation is one finished operation: ok, exhausted (lock errors used every attempt) or error.

@@ -61,7 +61,7 @@ func run(getenv func(string) string, stdin io.Reader, stderr io.Writer) int {
 
 	hello, err := sayHello(cfg)
 	if err != nil {
-		return fail(1, "%s: %v", cfg.DBPath, err)
+		return fail(1, "%s: %v", shownDB(cfg), err)
 	}
 	events.Emit(hello)
 
@@ -111,6 +111,9 @@ func sayHello(cfg Config) (Hello, error) {
 	defer db.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
+	if cfg.Backend == BackendPostgreSQL {
+		return helloPostgres(ctx, cfg, db)
+	}
 	pragmas, version, err := ReadPragmas(ctx, db)
 	if err != nil {
 		return Hello{}, err
@@ -121,8 +124,27 @@ func sayHello(cfg Config) (Hello, error) {
 	}
 	return Hello{
 		Event: "hello", Protocol: 1, Language: "go", Runtime: runtime.Version(),
-		Libraries: libraries(), SQLiteVersion: version, PID: os.Getpid(), Workers: cfg.Workers,
+		Libraries: libraries(sqliteLibraries), SQLiteVersion: version, PID: os.Getpid(), Workers: cfg.Workers,
 		Pragmas: pragmas, WorkerIndexBase: cfg.IndexBase, TxLock: txLock(cfg),
+	}, nil
+}
+
+// helloPostgres is the hello on PostgreSQL: the session settings the connection runs with
+// (lock_timeout, synchronous_commit, isolation, search_path: the run's schema) as its pragmas.
+func helloPostgres(ctx context.Context, cfg Config, db *sql.DB) (Hello, error) {
+	session, err := ReadSession(ctx, db)
+	if err != nil {
+		return Hello{}, err
+	}
+	if !pgTableExists(ctx, db, "goqite") || !pgTableExists(ctx, db, "crawl_jobs") {
+		return Hello{}, errors.New("no goqite and crawl_jobs tables on the search_path " + session.SearchPath +
+			": the plugin prepares the run's schema before starting the worker")
+	}
+	return Hello{
+		Event: "hello", Protocol: 1, Language: "go", Runtime: runtime.Version(),
+		Libraries: libraries(postgresLibraries), PID: os.Getpid(), Workers: cfg.Workers,
+		Pragmas: session, WorkerIndexBase: cfg.IndexBase, Backend: BackendPostgreSQL,
+		ServerVersion: session.ServerVersion,
 	}, nil
 }
 
@@ -132,9 +154,14 @@ func tableExists(ctx context.Context, db *sql.DB, name string) bool {
 	return err == nil && n == 1
 }
 
-// libraries are the versions this binary was built with.
-func libraries() map[string]string {
-	wanted := map[string]bool{"maragu.dev/goqite": true, "modernc.org/sqlite": true, "modernc.org/libc": true}
+// The modules each backend's hello names.
+var (
+	sqliteLibraries   = map[string]bool{"maragu.dev/goqite": true, "modernc.org/sqlite": true, "modernc.org/libc": true}
+	postgresLibraries = map[string]bool{"maragu.dev/goqite": true, "github.com/jackc/pgx/v5": true}
+)
+
+// libraries are the versions of the wanted modules this binary was built with.
+func libraries(wanted map[string]bool) map[string]string {
 	found := map[string]string{}
 	info, ok := debug.ReadBuildInfo()
 	if !ok {
@@ -151,6 +178,14 @@ func libraries() map[string]string {
 		found[dep.Path] = version
 	}
 	return found
+}
+
+// shownDB is the database as an error may show it: a PostgreSQL DSN without its password.
+func shownDB(cfg Config) string {
+	if cfg.Backend != BackendPostgreSQL {
+		return cfg.DBPath
+	}
+	return redactDSN(cfg.DBPath)
 }
 
 type startLine struct {

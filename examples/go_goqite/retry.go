@@ -63,7 +63,7 @@ type Retrier struct {
 var ErrAbandoned = errors.New("abandoned: the worker was told to stop at once")
 
 // Do runs fn under policy as operation op; fn gets the context to pass to the database.
-// A returned error that LockCode recognises is a lock error that used every attempt.
+// A returned error that classifyLock recognises is a lock error that used every attempt.
 func (r *Retrier) Do(ctx context.Context, op string, policy Policy, fn func(context.Context) error) error {
 	return r.do(ctx, op, policy, func(ctx context.Context) (bool, error) { return false, fn(ctx) })
 }
@@ -86,15 +86,15 @@ func (r *Retrier) do(ctx context.Context, op string, policy Policy, fn func(cont
 		if ctx.Err() != nil {
 			return ErrAbandoned // cut short on purpose: neither a lock error nor a failure to report
 		}
-		code, isLock := LockCode(err)
+		lock, isLock := classifyLock(err)
 		if !isLock {
 			r.Events.Emit(Operation{Head: head("operation", r.Worker), Operation: op, Attempts: attempt, Outcome: "error"})
 			return err
 		}
 		retried := attempt < attempts
 		r.Events.Emit(LockError{
-			Head: head("lock_error", r.Worker), Operation: op, Code: CodeName(code), ResultCode: code,
-			Attempt: attempt, Retried: retried, WaitedMS: millis(time.Since(started)),
+			Head: head("lock_error", r.Worker), Operation: op, Code: lock.name, ResultCode: lock.resultCode,
+			Attempt: attempt, Retried: retried, WaitedMS: millis(time.Since(started)), SQLState: lock.sqlstate,
 		})
 		if !retried {
 			r.Events.Emit(Operation{Head: head("operation", r.Worker), Operation: op, Attempts: attempt, Outcome: "exhausted"})

@@ -61,7 +61,11 @@ func txLock(c Config) string {
 // each worker has its own SQLite connection as each built-in worker thread does, and as
 // Quaero's unbounded pool gave each busy goroutine. A handle shared by all workers with one
 // connection would serialise them in Go and never let SQLite see the contention.
+// On PostgreSQL the handle is openPostgres's, limited the same way.
 func OpenDB(c Config) (*sql.DB, error) {
+	if c.Backend == BackendPostgreSQL {
+		return openPostgres(c)
+	}
 	dsn, err := DSN(c)
 	if err != nil {
 		return nil, err

@@ -103,7 +103,7 @@ func (w *worker) run() (crashed bool) {
 		if errors.Is(err, ErrAbandoned) {
 			return false
 		}
-		if _, isLock := LockCode(err); !isLock {
+		if _, isLock := classifyLock(err); !isLock {
 			ev.Emit(ErrorEvent{Head: head("error", w.index), Operation: "connect", Message: describe(err)})
 			w.crash("could not open its connection: "+describe(err), here())
 			return true
@@ -112,8 +112,12 @@ func (w *worker) run() (crashed bool) {
 			return false
 		}
 	}
+	flavor := goqite.SQLFlavorSQLite
+	if cfg.Backend == BackendPostgreSQL {
+		flavor = goqite.SQLFlavorPostgreSQL
+	}
 	w.queue = goqite.New(goqite.NewOpts{
-		DB: db, Name: cfg.Queue, MaxReceive: cfg.MaxReceive, Timeout: cfg.VisibilityTimeout,
+		DB: db, Name: cfg.Queue, MaxReceive: cfg.MaxReceive, Timeout: cfg.VisibilityTimeout, SQLFlavor: flavor,
 	})
 	ev.Emit(head("worker_started", w.index))
 	for !w.stopping() {
@@ -122,8 +126,8 @@ func (w *worker) run() (crashed bool) {
 		case errors.Is(err, ErrAbandoned):
 			return false
 		case err != nil:
-			if _, isLock := LockCode(err); !isLock {
-				if !isSQLite(err) {
+			if _, isLock := classifyLock(err); !isLock {
+				if !isDatabaseError(err) {
 					w.crash("receive: "+err.Error(), here()) // the queue itself broke
 					return true
 				}
@@ -144,12 +148,19 @@ func (w *worker) run() (crashed bool) {
 
 // receive is goqite's Receive (its own transaction around ReceiveTx) plus a read of the
 // message's received count inside that transaction: the protocol's delivery number, which
-// goqite v0.4.0 does not return. Retried like the built-in worker's receive.
+// goqite v0.4.0 does not return. Retried like the built-in worker's receive. On PostgreSQL
+// it is ReceivePG (goqite's claim with PR #72's SKIP LOCKED) unless QUAERO_GOQITE_RECEIVE=goqite.
 func (w *worker) receive(ctx context.Context) (*goqite.Message, int, error) {
 	var msg *goqite.Message
 	var delivery int
-	err := w.retrier.DoEmpty(ctx, "queue_receive", w.pool.Config.Retry, func(ctx context.Context) (bool, error) {
+	cfg := w.pool.Config
+	err := w.retrier.DoEmpty(ctx, "queue_receive", cfg.Retry, func(ctx context.Context) (bool, error) {
 		msg, delivery = nil, 0
+		if cfg.Backend == BackendPostgreSQL && !cfg.ShippedReceive {
+			m, received, err := ReceivePG(ctx, w.db, cfg)
+			msg, delivery = m, received
+			return m == nil && err == nil, err
+		}
 		tx, err := w.db.BeginTx(ctx, &sql.TxOptions{Isolation: sql.LevelSerializable}) // as goqite's Receive
 		if err != nil {
 			return false, err
@@ -160,7 +171,11 @@ func (w *worker) receive(ctx context.Context) (*goqite.Message, int, error) {
 			return false, err
 		}
 		if m != nil {
-			if err := tx.QueryRowContext(ctx, receivedSQL, string(m.ID)).Scan(&delivery); err != nil {
+			query := receivedSQL
+			if w.pool.Config.Backend == BackendPostgreSQL {
+				query = pgReceivedSQL
+			}
+			if err := tx.QueryRowContext(ctx, query, string(m.ID)).Scan(&delivery); err != nil {
 				return false, err
 			}
 		}
@@ -208,6 +223,9 @@ func (w *worker) process(ctx context.Context, msg *goqite.Message, delivery int,
 		return
 	}
 	if err := w.retrier.Do(ctx, "save_job", cfg.Retry, func(ctx context.Context) error {
+		if cfg.Backend == BackendPostgreSQL {
+			return MarkRunningPG(ctx, w.db, job.ID)
+		}
 		return MarkRunning(ctx, w.db, job.ID)
 	}); err != nil {
 		if !errors.Is(err, ErrAbandoned) {
@@ -221,7 +239,11 @@ func (w *worker) process(ctx context.Context, msg *goqite.Message, delivery int,
 	var counted bool
 	if err := w.retrier.Do(ctx, "progress_update", cfg.Retry, func(ctx context.Context) error {
 		var err error
-		counted, err = FinishChild(ctx, w.db, job.ID, job.ParentID, false, "")
+		if cfg.Backend == BackendPostgreSQL {
+			counted, err = FinishChildPG(ctx, w.db, job.ID, job.ParentID, false, "")
+		} else {
+			counted, err = FinishChild(ctx, w.db, job.ID, job.ParentID, false, "")
+		}
 		return err
 	}); err != nil {
 		if !errors.Is(err, ErrAbandoned) {
@@ -286,15 +308,17 @@ func (w *worker) crash(message, origin string) {
 
 // describe names a lock error by its code, as the events do: "SQLITE_BUSY: database is locked (5)".
 func describe(err error) string {
-	if code, ok := LockCode(err); ok {
-		return CodeName(code) + ": " + err.Error()
+	if lock, ok := classifyLock(err); ok {
+		return lock.name + ": " + err.Error()
 	}
 	return err.Error()
 }
 
-func isSQLite(err error) bool {
+// isDatabaseError: the database answered with an error (SQLite's result code, PostgreSQL's
+// SQLSTATE), as opposed to the queue code or the driver failing.
+func isDatabaseError(err error) bool {
 	var code interface{ Code() int }
-	return errors.As(err, &code)
+	return errors.As(err, &code) || isPostgreSQLError(err)
 }
 
 // here is the caller's file:line, the crashed event's origin.
