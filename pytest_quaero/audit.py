@@ -7,13 +7,12 @@ on the reports (so xdist brings them to the controller) and prints them.
 
 from __future__ import annotations
 
-import os
 import sqlite3
 from typing import Any
 
 import pytest
 
-from pytest_quaero.core.audit import AUDIT_CRITERIA, AuditError, AuditResult, audit, check_auditable
+from pytest_quaero.core.audit import AUDIT_CRITERIA, AuditError, AuditResult, audit, audit_label, check_target
 from pytest_quaero.core.criteria import Verdict
 from pytest_quaero.core.settings import Settings
 
@@ -85,7 +84,7 @@ class AuditPlugin:
     @classmethod
     def from_config(cls, config: pytest.Config, path: str, settings: Settings) -> AuditPlugin:
         try:
-            check_auditable(path)
+            check_target(path)
         except AuditError as exc:
             raise pytest.UsageError(str(exc)) from None
         return cls(path, settings)
@@ -93,7 +92,7 @@ class AuditPlugin:
     @pytest.hookimpl(tryfirst=True)
     def pytest_collection_modifyitems(self, session: pytest.Session, config: pytest.Config,
                                       items: list[pytest.Item]) -> None:
-        name = f"quaero-audit[{os.path.basename(self.path)}]"
+        name = f"quaero-audit[{audit_label(self.path)}]"
         node: AuditNode = AuditNode.from_parent(session, name=name, nodeid=name)
         node.db_path, node.settings, node.result = self.path, self.settings, None
         report = session.ihook.pytest_make_collect_report(collector=node)

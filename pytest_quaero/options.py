@@ -49,9 +49,10 @@ def add_options(parser: pytest.Parser) -> None:
     _report_options(group)
     _gate_options(group)
     group.addoption(
-        "--quaero-audit", dest="quaero_audit", metavar="PATH",
+        "--quaero-audit", dest="quaero_audit", metavar="PATH|DSN",
         help="audit an existing database (goqite table and/or crawl_jobs, e.g. one a Go service left "
-        "behind) read-only: one test item per integrity criterion; the file is never changed.",
+        "behind) read-only: one test item per integrity criterion; the file is never changed. A "
+        "postgresql://... DSN audits a goqite PostgreSQL database in a read-only transaction.",
     )
     group.addoption(
         "--quaero-shared-db", dest="quaero_shared_db", metavar="PATH",

@@ -83,8 +83,10 @@ def _check_audit_alone(config: pytest.Config) -> None:
     """An audit reads a database someone else wrote, a scenario run writes its own: one per session."""
     audit, chosen = config.getoption("quaero_audit"), config.getoption("quaero_scenario")
     if audit and chosen is not None:
-        raise ValueError(f"--quaero-audit={audit} cannot be combined with --quaero-scenario={chosen}: an audit "
-                         "reads an existing database, a scenario run makes its own; run them separately "
+        from pytest_quaero.core.audit import audit_label  # deferred: only this refusal needs it
+
+        raise ValueError(f"--quaero-audit={audit_label(audit)} cannot be combined with --quaero-scenario={chosen}: "
+                         "an audit reads an existing database, a scenario run makes its own; run them separately "
                          "(two pytest commands).")
 
 

@@ -23,6 +23,9 @@ Both ``crawl_jobs`` shapes are understood: this plugin's (progress counters as
 columns) and Quaero's (``progress_json``, ``parent_id`` NULL for a parent). So are goqite
 tables from before v0.4.0: no ``priority`` column, and ``timeout`` written with a UTC
 offset by a Go process outside UTC (compared as its UTC instant).
+
+A ``postgresql://`` (or ``postgres://``, or key=value with ``host=``/``dbname=``) value is a
+PostgreSQL database instead: :func:`audit` hands it to :mod:`pytest_quaero.core.postgresql.audit`.
 """
 
 from __future__ import annotations
@@ -44,7 +47,8 @@ from pytest_quaero.core.queue import DUE
 if TYPE_CHECKING:
     from pytest_quaero.core.settings import Settings
 
-__all__ = ["AUDIT_CRITERIA", "AuditError", "AuditResult", "audit", "inspect_file", "open_readonly"]
+__all__ = ["AUDIT_CRITERIA", "AuditError", "AuditResult", "audit", "audit_label", "check_target", "inspect_file",
+           "is_dsn", "open_readonly"]
 
 SQLITE_HEADER = b"SQLite format 3\x00"
 #: SQLite's default wal_autocheckpoint, in pages: a WAL longer than this was not checkpointed
@@ -194,8 +198,43 @@ def _examples(rows: list[str], limit: int = 3) -> str:
     return "e.g. " + "; ".join(rows[:limit]) if rows else ""
 
 
+def is_dsn(target: str) -> bool:
+    """``target`` names a PostgreSQL database (a URI, or key=value text with host= or dbname=), not a file."""
+    return (target.lower().startswith(("postgresql://", "postgres://"))
+            or ("=" in target and any(key in target for key in ("host=", "dbname="))))
+
+
+def check_target(target: str, where: str = "--quaero-audit") -> None:
+    """Usage checks for an SQLite file or a PostgreSQL DSN (see :mod:`pytest_quaero.core.postgresql.audit`)."""
+    if is_dsn(target):
+        from pytest_quaero.core.postgresql import audit as pg  # deferred: a file audit needs no driver
+
+        try:
+            pg.check_postgresql(target, where)
+        except pg.AuditError as exc:
+            raise AuditError(str(exc)) from None
+    else:
+        check_auditable(target, where)
+
+
+def audit_label(target: str) -> str:
+    """How the audit names ``target`` in item ids and output: a file's name, a DSN without its password."""
+    if is_dsn(target):
+        from pytest_quaero.core.postgresql import redact_dsn  # deferred: a file audit needs no PostgreSQL code
+
+        return redact_dsn(target)
+    return os.path.basename(target)
+
+
 def audit(path: str, settings: Settings) -> AuditResult:
     """Run every audit query read-only and judge each criterion."""
+    if is_dsn(path):
+        from pytest_quaero.core.postgresql import audit as pg  # deferred: needs the extra
+
+        try:
+            return AuditResult(**vars(pg.audit_postgresql(path, settings)))
+        except pg.AuditError as exc:
+            raise AuditError(str(exc)) from None
     facts = check_auditable(path)
     with open_readonly(facts) as (conn, how):
         tables = tables_of(conn)

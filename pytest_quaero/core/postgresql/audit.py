@@ -1,0 +1,297 @@
+"""``pytest --quaero-audit=postgresql://...``: the audit's criteria on a goqite PostgreSQL database.
+
+The same criteria as :mod:`pytest_quaero.core.audit` judges on an SQLite file, where they
+apply: messages left, dead messages, orphaned children, children per parent, parent progress
+against child statuses. The SQLite-only ones are skipped, with the reason on the item: a WAL
+left behind is SQLite's, and ``quick_check`` is replaced by nothing (PostgreSQL's core has no
+read-only equivalent; ``amcheck`` is an extension the audited database may not have).
+
+Never writes. The connection carries ``default_transaction_read_only=on`` (so even a statement
+this module did not mean to write fails), and every query runs in one ``REPEATABLE READ READ
+ONLY`` transaction: one snapshot, so a service still running cannot move rows between two
+queries. The transaction is rolled back. The tables are found through the ``search_path`` the
+DSN sets (its ``options``, or ``PGOPTIONS``), as goqite and the service would find them.
+
+The password never leaves this module: messages, the result's ``path`` and its item names
+show the DSN through :func:`~pytest_quaero.core.postgresql.redact_dsn`.
+
+psycopg is imported inside the functions: this module is imported to *say* the extra is
+missing, which it must do without it.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from pytest_quaero.core.criteria import Verdict
+from pytest_quaero.core.postgresql import missing_extra, redact_dsn
+
+if TYPE_CHECKING:
+    import psycopg
+
+    from pytest_quaero.core.settings import Settings
+
+__all__ = ["SQLITE_ONLY", "AuditError", "PgAudit", "audit_postgresql", "check_postgresql", "connect_readonly"]
+
+#: seconds to wait for the server; an audit of an unreachable server is one clear error, soon
+CONNECT_TIMEOUT_S = 10
+
+#: the criteria that are SQLite's own, and why each is not judged here
+SQLITE_ONLY = {
+    "wal_checkpoint": "SQLite only: a PostgreSQL server checkpoints its WAL itself; not judged",
+    "sqlite_integrity": "SQLite only: quick_check is replaced by nothing on PostgreSQL (no read-only "
+                        "equivalent in core; amcheck is an extension); not judged",
+}
+_NEEDS = {"messages_left": "goqite", "dead_messages": "goqite", "orphans": "crawl_jobs",
+          "children_per_parent": "crawl_jobs", "parent_progress": "crawl_jobs"}
+_IS_PARENT = "({0}parent_id is null or {0}parent_id = '')"
+_COUNTERS = ("total_urls", "completed_urls", "failed_urls", "pending_urls")
+
+
+class AuditError(ValueError):
+    """The database cannot be audited; :mod:`pytest_quaero.core.audit` raises it as its own AuditError.
+
+    Its own class, not that module's: that module imports this one (deferred), so this one cannot import it.
+    """
+
+
+@dataclass
+class PgAudit:
+    """What the audit found, the fields of :class:`pytest_quaero.core.audit.AuditResult`."""
+
+    path: str
+    opened: str
+    tables: list[str]
+    facts: dict[str, Any] = field(default_factory=dict)
+    verdicts: dict[str, dict[str, Any]] = field(default_factory=dict)
+    skipped: dict[str, str] = field(default_factory=dict)
+
+
+def _examples(rows: list[str], limit: int = 3) -> str:
+    return "e.g. " + "; ".join(rows[:limit]) if rows else ""
+
+
+def _label(dsn: str, where: str) -> str:
+    return f"{where}={redact_dsn(dsn)}"
+
+
+def _readonly_conninfo(dsn: str) -> str:
+    import psycopg
+    from psycopg import conninfo
+
+    try:
+        given = conninfo.conninfo_to_dict(dsn).get("options") or os.environ.get("PGOPTIONS", "")
+    except psycopg.Error as exc:  # psycopg.ProgrammingError; its text may quote the DSN, so it is not shown
+        raise AuditError(f"cannot be parsed as a PostgreSQL DSN ({type(exc).__name__})") from None
+    # kept: the DSN's own options (its search_path among them) come first, read-only is added to them
+    options = f"{given} -c default_transaction_read_only=on".strip()
+    return conninfo.make_conninfo(dsn, options=options, application_name="pytest-quaero-audit")
+
+
+def _reason(dsn: str, exc: BaseException) -> str:
+    # psycopg's message may echo the conninfo; any password in it is redacted the same way
+    text = " ".join(str(exc).split())
+    password = _password(dsn)
+    if password:
+        text = text.replace(password, "***")
+    return redact_dsn(text)
+
+
+def _password(dsn: str) -> str | None:
+    import psycopg
+    from psycopg import conninfo
+
+    try:
+        password = conninfo.conninfo_to_dict(dsn).get("password")
+        return str(password) if password else None
+    except psycopg.Error:
+        return None
+
+
+def connect_readonly(dsn: str, where: str = "--quaero-audit") -> psycopg.Connection[Any]:
+    """A connection whose every transaction is read-only; :class:`AuditError` if there is none."""
+    missing = missing_extra(embedded=False)
+    if missing is not None:
+        raise AuditError(f"{_label(dsn, where)}: auditing PostgreSQL needs the postgresql extra: {missing}.")
+    import psycopg
+
+    try:
+        info = _readonly_conninfo(dsn)
+    except AuditError as exc:
+        raise AuditError(f"{_label(dsn, where)}: {exc}; allowed: a URI postgresql://user:password@host:port/"
+                         "database or key=value pairs (host=... dbname=...).") from None
+    try:
+        conn = psycopg.connect(info, autocommit=True, connect_timeout=CONNECT_TIMEOUT_S)
+    except psycopg.Error as exc:
+        raise AuditError(f"{_label(dsn, where)}: cannot connect ({_reason(dsn, exc)}); check the host, port, "
+                         "database and password, and that the server is running.") from None
+    row = conn.execute("show default_transaction_read_only").fetchone()
+    if row is None or row[0] != "on":  # a pooler that drops startup options: refuse rather than risk a write
+        conn.close()
+        raise AuditError(f"{_label(dsn, where)}: the server did not take default_transaction_read_only=on "
+                         "(a connection pooler that drops startup options?); audit the server directly.")
+    return conn
+
+
+def _tables(conn: psycopg.Connection[Any]) -> dict[str, str]:
+    """goqite and crawl_jobs as the search_path finds them: name -> the name PostgreSQL shows."""
+    row = conn.execute("select to_regclass('goqite')::text, to_regclass('crawl_jobs')::text").fetchone()
+    assert row is not None
+    return {name: shown for name, shown in zip(("goqite", "crawl_jobs"), row, strict=True) if shown}
+
+
+def _search_path(conn: psycopg.Connection[Any]) -> str:
+    row = conn.execute("show search_path").fetchone()
+    return str(row[0]) if row else ""
+
+
+def check_postgresql(dsn: str, where: str = "--quaero-audit") -> None:
+    """Usage checks up front: the extra, the server reachable, a goqite or crawl_jobs table found."""
+    conn = connect_readonly(dsn, where)
+    import psycopg
+
+    try:
+        found, path = _tables(conn), _search_path(conn)
+    except psycopg.Error as exc:
+        raise AuditError(f"{_label(dsn, where)}: cannot be read ({_reason(dsn, exc)}).") from None
+    finally:
+        conn.close()
+    if not found:
+        raise AuditError(f"{_label(dsn, where)}: has neither a goqite table nor a crawl_jobs table on the "
+                         f"search_path ({path}); audit needs at least one of them (set the schema with "
+                         "options=-csearch_path=... in the DSN).")
+
+
+def audit_postgresql(dsn: str, settings: Settings) -> PgAudit:
+    """Run every audit query in one read-only snapshot and judge each criterion."""
+    conn = connect_readonly(dsn)
+    import psycopg
+
+    try:
+        conn.execute("begin isolation level repeatable read read only")
+        found = _tables(conn)
+        result = PgAudit(path=redact_dsn(dsn), opened="", tables=sorted(found.values()))
+        row = conn.execute("select current_setting('server_version'), current_database(), "
+                           "current_setting('search_path')").fetchone()
+        assert row is not None
+        result.opened = (f"PostgreSQL {row[0]}, database {row[1]}, search_path {row[2]}: one REPEATABLE READ "
+                         "READ ONLY transaction, default_transaction_read_only=on, rolled back")
+        result.facts["backend"] = "postgresql"
+        if "goqite" in found:
+            _audit_queue(conn, settings.max_receive, result)
+        if "crawl_jobs" in found:
+            _audit_jobs(conn, result)
+        conn.execute("rollback")
+    except psycopg.Error as exc:
+        raise AuditError(f"{_label(dsn, '--quaero-audit')}: an audit query failed ({_reason(dsn, exc)}).") from None
+    finally:
+        conn.close()
+    result.skipped.update(SQLITE_ONLY)
+    for key, table in _NEEDS.items():
+        if key not in result.verdicts and key not in result.skipped:
+            result.skipped[key] = f"no {table} table on the search_path"
+    return result
+
+
+def _audit_queue(conn: psycopg.Connection[Any], max_receive: int, result: PgAudit) -> None:
+    # goqite's rule for dead, as on SQLite: received max_receive times AND the visibility timeout
+    # over. now() is the transaction's start: one instant for every row.
+    due = "now() >= timeout"
+    rows = conn.execute(
+        f"select queue, count(*), count(*) filter (where not {due}), "
+        f"count(*) filter (where received >= %s and {due}) from goqite group by queue order by queue",
+        (max_receive,)).fetchall()
+    per_queue = {str(q): {"messages": int(n), "in_flight": int(f), "dead": int(d)} for q, n, f, d in rows}
+    result.facts["queues"] = per_queue
+    dead = sum(v["dead"] for v in per_queue.values())
+    left = sum(v["messages"] for v in per_queue.values()) - dead
+    deliverable = ", ".join(f"{q} {n}" for q, v in per_queue.items()
+                            if (n := v["messages"] - v["dead"] - v["in_flight"]))
+    in_flight = ", ".join(f"{q} {v['in_flight']}" for q, v in per_queue.items() if v["in_flight"])
+    detail = "; ".join(part for part in (deliverable and f"still deliverable: {deliverable}",
+                                         in_flight and f"in flight (visibility timeout running): {in_flight}") if part)
+    result.verdicts["messages_left"] = Verdict(
+        "messages_left", "Messages Left in the Queue", str(left), "= 0", left == 0, left, detail=detail).as_dict()
+    where = ", ".join(f"{q} {v['dead']}" for q, v in per_queue.items() if v["dead"])
+    result.verdicts["dead_messages"] = Verdict(
+        "dead_messages", "Dead Messages", str(dead),
+        f"= 0 (received >= max_receive {max_receive}, visibility timeout over)", dead == 0, dead,
+        detail=f"never delivered again: {where}" if dead else "").as_dict()
+
+
+def _columns(conn: psycopg.Connection[Any]) -> set[str]:
+    return {str(row[0]) for row in conn.execute(
+        "select attname from pg_attribute where attrelid = to_regclass('crawl_jobs') "
+        "and attnum > 0 and not attisdropped").fetchall()}
+
+
+def _progress(cols: set[str]) -> dict[str, str] | None:
+    if set(_COUNTERS) <= cols:
+        return {k: f"p.{k}" for k in _COUNTERS}
+    if "progress_json" in cols:  # Quaero's shape; json or text, read as jsonb
+        return {k: f"coalesce((nullif(p.progress_json::text, '')::jsonb ->> '{k}')::numeric, 0)" for k in _COUNTERS}
+    return None
+
+
+def _audit_jobs(conn: psycopg.Connection[Any], result: PgAudit) -> None:
+    cols = _columns(conn)
+    parent, child = _IS_PARENT.format(""), _IS_PARENT.format("c.")
+    row = conn.execute(f"select count(*) filter (where {parent}), count(*) filter (where not {parent}) "
+                       "from crawl_jobs").fetchone()
+    assert row is not None
+    result.facts.update({"parents": int(row[0]), "children": int(row[1]),
+                         "progress": "progress_json" if "progress_json" in cols and "total_urls" not in cols
+                         else "columns"})
+    orphaned = (f"from crawl_jobs c where not {child} and not exists "
+                f"(select 1 from crawl_jobs p where p.id = c.parent_id and {_IS_PARENT.format('p.')})")
+    orphan_rows = conn.execute(f"select c.id, c.parent_id {orphaned} order by c.id limit 20").fetchall()
+    count_row = conn.execute(f"select count(*) {orphaned}").fetchone()
+    orphans = int(count_row[0]) if count_row else 0
+    result.verdicts["orphans"] = Verdict(
+        "orphans", "Orphaned Children", str(orphans), "= 0", orphans == 0, orphans,
+        detail=_examples([f"{cid} -> missing {pid}" for cid, pid in orphan_rows])).as_dict()
+
+    progress = _progress(cols)
+    if progress is None:
+        result.skipped["children_per_parent"] = "crawl_jobs has neither progress counters nor progress_json"
+        result.skipped["parent_progress"] = result.skipped["children_per_parent"]
+        return
+    rows = conn.execute(
+        f"select p.id, p.status, {progress['total_urls']}, {progress['completed_urls']}, "
+        f"{progress['failed_urls']}, {progress['pending_urls']}, count(c.id), "
+        "count(c.id) filter (where c.status = 'completed'), count(c.id) filter (where c.status = 'failed') "
+        f"from crawl_jobs p left join crawl_jobs c on c.parent_id = p.id "
+        f"where {_IS_PARENT.format('p.')} group by p.id order by p.id").fetchall()
+    _judge_parents(rows, result)
+
+
+def _judge_parents(rows: list[tuple[Any, ...]], result: PgAudit) -> None:
+    # the SQLite audit's rules (pytest_quaero.core.audit._audit_jobs), on the same columns
+    count_bad: list[str] = []
+    progress_bad: list[str] = []
+    for pid, status, total, done, failed, pending, kids, kids_done, kids_failed in rows:
+        total, done, failed, pending = (int(v or 0) for v in (total, done, failed, pending))
+        if kids != total:
+            count_bad.append(f"{pid}: {kids} children, total_urls {total}")
+        problems = []
+        if (done, failed) != (kids_done, kids_failed):
+            problems.append(f"counters completed={done} failed={failed}, children say "
+                            f"completed={kids_done} failed={kids_failed} of {kids}")
+        if pending != total - done - failed:
+            problems.append(f"pending={pending} but total-completed-failed={total - done - failed}")
+        if total and (status == "completed") != (pending == 0):
+            problems.append(f"status {status!r} with {pending} pending")
+        if problems:
+            progress_bad.append(f"{pid}: " + ", ".join(problems))
+    result.facts["parents_checked"] = len(rows)
+    result.verdicts["children_per_parent"] = Verdict(
+        "children_per_parent", "Children per Parent", f"{len(rows) - len(count_bad)}/{len(rows)} parents match",
+        "children = total_urls for every parent", not count_bad, len(count_bad),
+        detail=_examples(count_bad)).as_dict()
+    result.verdicts["parent_progress"] = Verdict(
+        "parent_progress", "Parent Progress vs Child Statuses",
+        f"{len(rows) - len(progress_bad)}/{len(rows)} parents agree",
+        "counters = child statuses, completed iff pending = 0", not progress_bad, len(progress_bad),
+        detail=_examples(progress_bad)).as_dict()
