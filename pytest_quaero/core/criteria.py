@@ -387,10 +387,11 @@ def _lock_hold(r: RunResult, t: Thresholds) -> Verdict:
     worst_p95_op = max(judged, key=lambda op: judged[op]["hold_ms"]["p95"]) if judged else None
     p95 = judged[worst_p95_op]["hold_ms"]["p95"] / 1000 if worst_p95_op else 0.0
     # A lock holder the machine did not let run held the lock that much longer through no fault of
-    # its code: the max grows by the longest this run's monitor thread woke late. Not the p95: a
-    # lock held for every job (a handler inside its transaction) must fail on a busy machine too.
+    # its code: the max grows by the longest this run's monitor thread woke late, the p95 by how late
+    # it woke at its p95 (a thread waiting for the GIL between two statements of its transaction; on
+    # a calm machine a fraction of a millisecond, so a lock held for every job still fails).
     delays = r.extra.get("scheduling", {})
-    p95_allowed = t.max_lock_hold_p95
+    p95_allowed = t.max_lock_hold_p95 + float(delays.get("p95_ms", 0.0)) / 1000
     max_allowed = t.max_lock_hold + float(delays.get("max_ms", 0.0)) / 1000
     passed = p95 <= p95_allowed and longest <= max_allowed
     measured = (f"p95 {_ms(p95)} ({worst_p95_op})" if worst_p95_op else "p95 not judged (fewer than "
@@ -401,6 +402,9 @@ def _lock_hold(r: RunResult, t: Thresholds) -> Verdict:
     if longest > t.max_lock_hold:
         detail = (f"the max allows for the longest scheduling delay measured on this machine during the run "
                   f"({delays.get('max_ms', 0.0):.1f}ms)")
+    if p95 > t.max_lock_hold_p95:
+        detail = (f"{detail}; " if detail else "") + (
+            f"the p95 allows for the p95 scheduling delay measured during the run ({delays.get('p95_ms', 0.0):.1f}ms)")
     if not passed:
         culprit = worst_p95_op if worst_p95_op and p95 > p95_allowed else worst_tail_op
         data = operations[culprit]
