@@ -375,8 +375,7 @@ def _lock_hold(r: RunResult, t: Thresholds) -> Verdict:
     if not operations:
         return Verdict("write_lock_hold", "Write Lock Hold", "no write transaction held the lock", required, True)
     if r.extra.get("pool", {}).get("kind") == "external":
-        # Only this process's connections are observed: the plugin's own producers, never the workers
-        # under test. Judging the producers would blame the harness for the machine's load.
+        # only this process's connections are observed (the producers): judging them would blame the harness
         return Verdict("write_lock_hold", "Write Lock Hold", "not measured: the workers ran in another process "
                        f"({r.extra['pool'].get('command', 'the worker command')}), whose connections the plugin "
                        "cannot observe", required, True)
@@ -386,10 +385,8 @@ def _lock_hold(r: RunResult, t: Thresholds) -> Verdict:
     judged = {op: data for op, data in operations.items() if data["hold_ms"]["samples"] >= LOCK_HOLD_P95_SAMPLES}
     worst_p95_op = max(judged, key=lambda op: judged[op]["hold_ms"]["p95"]) if judged else None
     p95 = judged[worst_p95_op]["hold_ms"]["p95"] / 1000 if worst_p95_op else 0.0
-    # A lock holder the machine did not let run held the lock that much longer through no fault of
-    # its code: the max grows by the longest this run's monitor thread woke late, the p95 by how late
-    # it woke at its p95 (a thread waiting for the GIL between two statements of its transaction; on
-    # a calm machine a fraction of a millisecond, so a lock held for every job still fails).
+    # A holder the machine did not let run (e.g. waiting for the GIL between statements) held the lock longer
+    # through no fault of its code: max and p95 grow by the monitor's measured wake delays (calm: < 1ms).
     delays = r.extra.get("scheduling", {})
     p95_allowed = t.max_lock_hold_p95 + float(delays.get("p95_ms", 0.0)) / 1000
     max_allowed = t.max_lock_hold + float(delays.get("max_ms", 0.0)) / 1000
@@ -403,8 +400,8 @@ def _lock_hold(r: RunResult, t: Thresholds) -> Verdict:
         detail = (f"the max allows for the longest scheduling delay measured on this machine during the run "
                   f"({delays.get('max_ms', 0.0):.1f}ms)")
     if p95 > t.max_lock_hold_p95:
-        detail = (f"{detail}; " if detail else "") + (
-            f"the p95 allows for the p95 scheduling delay measured during the run ({delays.get('p95_ms', 0.0):.1f}ms)")
+        detail += ("; " if detail else "") + (
+            f"the p95 allows for the run's p95 scheduling delay ({delays.get('p95_ms', 0.0):.1f}ms)")
     if not passed:
         culprit = worst_p95_op if worst_p95_op and p95 > p95_allowed else worst_tail_op
         data = operations[culprit]
