@@ -12,7 +12,9 @@ from pytest_quaero import items, plugin  # noqa: F401
 from pytest_quaero.core import baseline, contention, faults, fixes, gate  # noqa: F401
 
 FAST = ("--quaero-job-time=1ms", "--quaero-stagger=50ms", "--quaero-poll-interval=20ms")
-RELAXED = ("--quaero-threshold=stagger_tolerance=400ms", "--quaero-threshold=min_throughput=1")
+# the gate is under test here, not the stagger: a 2-core machine starting an embedded PostgreSQL for
+# another xdist worker can delay a thread's start by half a second
+RELAXED = ("--quaero-threshold=stagger_tolerance=2s", "--quaero-threshold=min_throughput=1")
 BASE = ("-p", "no:randomly", "-p", "no:cacheprovider", "-p", "no:hypothesispytest", "-p", "no:benchmark")
 
 
@@ -114,7 +116,7 @@ def test_disabled_stagger_is_judged_against_what_ran(pytester: pytest.Pytester) 
     result.assert_outcomes(passed=10)
     result.stdout.fnmatch_lines([
         "quaero: scenarios light; 2 workers (thread), stagger 0s, *",
-        "*Worker Staggering*0s ± 400ms between worker starts*PASS",
+        "*Worker Staggering*0s ± 2s between worker starts*PASS",
         "quaero[[]light[]] ran with fixes disabled: stagger",
     ])
 
