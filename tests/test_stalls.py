@@ -11,6 +11,7 @@ from pytest_quaero.core import db
 from pytest_quaero.core.contention import ContentionLoad
 from pytest_quaero.core.queue import Message, Queue
 from pytest_quaero.core.run import run_scenario
+from pytest_quaero.core.scenarios import Scenario
 from pytest_quaero.core.settings import Settings
 from pytest_quaero.core.store import JobStore
 from pytest_quaero.core.worker import Endpoint, open_endpoint
@@ -60,8 +61,11 @@ def test_a_swallowed_lock_error_is_a_stall_and_a_busy_error(tmp_path: Path) -> N
     load = ContentionLoad.from_spec("writer:hold=30ms,every=60ms")
     load.prepare()
     try:
-        result = run_scenario(TINY, BASE, run_dir=tmp_path, endpoint_factory=endpoint(SwallowingReceive, 0),
-                              disturbances=[load], sample_interval=0.05, deadline=20.0)
+        # 60 jobs and producers that keep retrying: on a loaded CI machine the 30-job run with five
+        # save attempts lost a parent to the load writer and ended in 0.5s without one stall
+        result = run_scenario(Scenario("gallery", 3, 20, 30.0), BASE.replace(retry_attempts=30), run_dir=tmp_path,
+                              endpoint_factory=endpoint(SwallowingReceive, 0), disturbances=[load],
+                              sample_interval=0.05, deadline=30.0)
     finally:
         load.close()
     stalls = result.extra["stalls"]
