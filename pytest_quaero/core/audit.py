@@ -41,6 +41,13 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from pytest_quaero.core.audit_rules import (
+    PROGRESS_COUNTERS,
+    examples,
+    judge_orphans,
+    judge_parents,
+    judge_queues,
+)
 from pytest_quaero.core.criteria import Verdict
 from pytest_quaero.core.queue import DUE
 
@@ -186,16 +193,12 @@ _IS_PARENT = "(parent_id IS NULL OR parent_id = '')"
 
 
 def _progress_columns(cols: set[str]) -> dict[str, str] | None:
-    if {"total_urls", "completed_urls", "failed_urls", "pending_urls"} <= cols:
-        return {k: f"p.{k}" for k in ("total_urls", "completed_urls", "failed_urls", "pending_urls")}
+    if set(PROGRESS_COUNTERS) <= cols:
+        return {k: f"p.{k}" for k in PROGRESS_COUNTERS}
     if "progress_json" in cols:
         return {k: f"COALESCE(json_extract(p.progress_json, '$.{k}'), 0)"
-                for k in ("total_urls", "completed_urls", "failed_urls", "pending_urls")}
+                for k in PROGRESS_COUNTERS}
     return None
-
-
-def _examples(rows: list[str], limit: int = 3) -> str:
-    return "e.g. " + "; ".join(rows[:limit]) if rows else ""
 
 
 def is_dsn(target: str) -> bool:
@@ -248,7 +251,7 @@ def audit(path: str, settings: Settings) -> AuditResult:
     ok = check == ["ok"]
     result.verdicts["sqlite_integrity"] = Verdict(
         "sqlite_integrity", "SQLite quick_check", "ok" if ok else f"{len(check)} problems", "ok", ok,
-        detail="" if ok else _examples(check)).as_dict()
+        detail="" if ok else examples(check)).as_dict()
     _judge_wal(facts, result)
     for key, table in _NEEDS.items():
         if key not in result.verdicts:
@@ -268,21 +271,7 @@ def _audit_queue(conn: sqlite3.Connection, max_receive: int, result: AuditResult
     ).fetchall()
     per_queue = {queue: {"messages": total, "in_flight": in_flight, "dead": dead}
                  for queue, total, in_flight, dead in rows}
-    result.facts["queues"] = per_queue
-    dead = sum(v["dead"] for v in per_queue.values())
-    left = sum(v["messages"] for v in per_queue.values()) - dead
-    deliverable = ", ".join(f"{q} {n}" for q, v in per_queue.items()
-                            if (n := v["messages"] - v["dead"] - v["in_flight"]))
-    in_flight = ", ".join(f"{q} {v['in_flight']}" for q, v in per_queue.items() if v["in_flight"])
-    detail = "; ".join(part for part in (deliverable and f"still deliverable: {deliverable}",
-                                         in_flight and f"in flight (visibility timeout running): {in_flight}") if part)
-    result.verdicts["messages_left"] = Verdict(
-        "messages_left", "Messages Left in the Queue", str(left), "= 0", left == 0, left, detail=detail).as_dict()
-    where = ", ".join(f"{q} {v['dead']}" for q, v in per_queue.items() if v["dead"])
-    result.verdicts["dead_messages"] = Verdict(
-        "dead_messages", "Dead Messages", str(dead),
-        f"= 0 (received >= max_receive {max_receive}, visibility timeout over)", dead == 0, dead,
-        detail=f"never delivered again: {where}" if dead else "").as_dict()
+    judge_queues(per_queue, max_receive, result)
 
 
 def _audit_jobs(conn: sqlite3.Connection, result: AuditResult) -> None:
@@ -298,9 +287,7 @@ def _audit_jobs(conn: sqlite3.Connection, result: AuditResult) -> None:
     orphans = int(conn.execute(
         f"select count(*) from crawl_jobs c where not {_IS_PARENT.replace('parent_id', 'c.parent_id')} "
         f"and c.parent_id not in (select id from crawl_jobs where {_IS_PARENT})").fetchone()[0])
-    result.verdicts["orphans"] = Verdict(
-        "orphans", "Orphaned Children", str(orphans), "= 0", orphans == 0, orphans,
-        detail=_examples([f"{cid} -> missing {pid}" for cid, pid in orphan_rows])).as_dict()
+    judge_orphans(orphans, orphan_rows, result)
 
     progress = _progress_columns(cols)
     if progress is None:
@@ -313,32 +300,7 @@ def _audit_jobs(conn: sqlite3.Connection, result: AuditResult) -> None:
         "coalesce(sum(c.status = 'completed'), 0), coalesce(sum(c.status = 'failed'), 0) "
         f"from crawl_jobs p left join crawl_jobs c on c.parent_id = p.id "
         f"where {_IS_PARENT.replace('parent_id', 'p.parent_id')} group by p.id order by p.id").fetchall()
-    count_bad: list[str] = []
-    progress_bad: list[str] = []
-    for pid, status, total, done, failed, pending, kids, kids_done, kids_failed in rows:
-        total, done, failed, pending = (int(v or 0) for v in (total, done, failed, pending))
-        if kids != total:
-            count_bad.append(f"{pid}: {kids} children, total_urls {total}")
-        problems = []
-        if (done, failed) != (kids_done, kids_failed):
-            problems.append(f"counters completed={done} failed={failed}, children say "
-                            f"completed={kids_done} failed={kids_failed} of {kids}")
-        if pending != total - done - failed:
-            problems.append(f"pending={pending} but total-completed-failed={total - done - failed}")
-        if total and (status == "completed") != (pending == 0):
-            problems.append(f"status {status!r} with {pending} pending")
-        if problems:
-            progress_bad.append(f"{pid}: " + ", ".join(problems))
-    result.facts["parents_checked"] = len(rows)
-    result.verdicts["children_per_parent"] = Verdict(
-        "children_per_parent", "Children per Parent", f"{len(rows) - len(count_bad)}/{len(rows)} parents match",
-        "children = total_urls for every parent", not count_bad, len(count_bad),
-        detail=_examples(count_bad)).as_dict()
-    result.verdicts["parent_progress"] = Verdict(
-        "parent_progress", "Parent Progress vs Child Statuses",
-        f"{len(rows) - len(progress_bad)}/{len(rows)} parents agree",
-        "counters = child statuses, completed iff pending = 0", not progress_bad, len(progress_bad),
-        detail=_examples(progress_bad)).as_dict()
+    judge_parents(rows, result)
 
 
 def _judge_wal(facts: FileFacts, result: AuditResult) -> None:

@@ -84,6 +84,12 @@ class EventReader:
         self.started: set[int] = set()
         self.stopped: set[int] = set()
         self.jobs_finished = 0
+        # built once: feed() runs for every line a worker prints
+        self._handlers: dict[str, Callable[[int, dict[str, Any], str], None]] = {
+            "worker_started": self._worker_started, "claimed": self._claimed, "job_finished": self._job_finished,
+            "lock_error": self._lock_error, "operation": self._operation, "error": self._error_event,
+            "crashed": self._crashed, "worker_stopped": self._worker_stopped,
+        }
 
     # ------------------------------------------------------------ reading
 
@@ -121,12 +127,7 @@ class EventReader:
                                     f"({self.workers.start}..{self.workers.stop - 1})")
         if not math.isfinite(event["ts"]):
             raise self._error(text, "ts must be a finite number (unix time, seconds)")
-        handlers: dict[str, Callable[[int, dict[str, Any], str], None]] = {
-            "worker_started": self._worker_started, "claimed": self._claimed, "job_finished": self._job_finished,
-            "lock_error": self._lock_error, "operation": self._operation, "error": self._error_event,
-            "crashed": self._crashed, "worker_stopped": self._worker_stopped,
-        }
-        handlers[kind](worker, event, text)
+        self._handlers[kind](worker, event, text)
 
     def _error(self, text: str, reason: str) -> ProtocolError:
         shown = text if len(text) <= 200 else text[:197] + "..."

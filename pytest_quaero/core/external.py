@@ -137,6 +137,9 @@ class ExternalPool:
         self._events: queue_module.SimpleQueue[Event] = queue_module.SimpleQueue()
         self._processes: list[_Process] = []
         self._log = get_logger("WorkerPool")
+        #: the worker indexes of each process the command is started as
+        self.groups = ([range(index, index + 1) for index in range(settings.workers)]
+                       if settings.worker_processes == "per-worker" else [range(0, settings.workers)])
         self.builtin: WorkerPool | None = None
         if settings.builtin_workers:
             inner = settings.replace(source="mixed pool", workers=settings.builtin_workers)
@@ -146,12 +149,6 @@ class ExternalPool:
 
     # ------------------------------------------------------------ starting
 
-    def _groups(self) -> list[range]:
-        count = self.settings.workers
-        if self.settings.worker_processes == "per-worker":
-            return [range(index, index + 1) for index in range(count)]
-        return [range(0, count)]
-
     def start(self) -> float:
         """Start every process, wait for each hello, then start the pool's clock; returns it."""
         if self.started_at is not None:
@@ -159,7 +156,7 @@ class ExternalPool:
         self._log.info("Starting worker command %r: %d workers in %s", self.command, self.settings.workers,
                        "one process per worker" if self.settings.worker_processes == "per-worker" else "one process")
         try:
-            for number, workers in enumerate(self._groups(), start=1):
+            for number, workers in enumerate(self.groups, start=1):
                 self._spawn(number, workers)
             self._await_hello()
             started_at = self.builtin.start() if self.builtin is not None else time.monotonic()
@@ -178,7 +175,7 @@ class ExternalPool:
         return started_at
 
     def _spawn(self, number: int, workers: range) -> None:
-        name = f"worker command process {number}" if len(self._groups()) > 1 else "worker command"
+        name = f"worker command process {number}" if len(self.groups) > 1 else "worker command"
         stem = self.run_dir / f"worker-command-{number}"
         read_end, write_end = os.pipe()
         env = {**os.environ, **worker_environment(self.settings, self.db_path, workers.start, len(workers)),

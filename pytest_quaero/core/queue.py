@@ -22,7 +22,8 @@ from __future__ import annotations
 import sqlite3
 from dataclasses import dataclass
 
-__all__ = ["DUE", "SCHEMA", "TIMEOUT_UTC", "Message", "Queue", "QueueCounts", "create_schema", "goqite_columns"]
+__all__ = ["DUE", "SCHEMA", "TIMEOUT_UTC", "Message", "Queue", "QueueCounts", "check_queue_limits", "create_schema",
+           "goqite_columns"]
 
 NOW = "strftime('%Y-%m-%dT%H:%M:%fZ', 'now')"
 
@@ -130,6 +131,14 @@ class QueueCounts:
     acked: int | None = None
 
 
+def check_queue_limits(visibility_timeout: float, max_receive: int) -> None:
+    """A queue's limits, as every backend's constructor checks them."""
+    if visibility_timeout <= 0:
+        raise ValueError("visibility_timeout must be > 0")
+    if max_receive < 1:
+        raise ValueError("max_receive must be >= 1")
+
+
 class Queue:
     """One named queue in the ``goqite`` table, used through one connection."""
 
@@ -141,10 +150,7 @@ class Queue:
         visibility_timeout: float = 5.0,
         max_receive: int = 3,
     ) -> None:
-        if visibility_timeout <= 0:
-            raise ValueError("visibility_timeout must be > 0")
-        if max_receive < 1:
-            raise ValueError("max_receive must be >= 1")
+        check_queue_limits(visibility_timeout, max_receive)
         self.conn = conn
         self.name = name
         self.visibility_timeout = visibility_timeout

@@ -13,11 +13,13 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Callable
-from typing import Any
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from typing import Any, ClassVar, Generic, Protocol, TypeVar
 
 from pytest_quaero.core.retry import transaction
 
-__all__ = ["SCHEMA", "JobStore", "create_schema"]
+__all__ = ["SCHEMA", "CrawlJobs", "JobStore", "StoreStatements", "create_schema"]
 
 NOW = "strftime('%Y-%m-%dT%H:%M:%fZ', 'now')"
 
@@ -43,41 +45,79 @@ create index if not exists crawl_jobs_parent_idx on crawl_jobs (parent_id, creat
 
 TERMINAL = ("completed", "failed")
 
-# The per-job statements, built once: as f-strings inside the methods they were rebuilt (and
-# re-hashed for sqlite3's statement cache) on every call, twice inside finish_child's write lock.
-_MARK_RUNNING_SQL = (
-    f"update crawl_jobs set status = 'running', started_at = {NOW}, error = '' "
-    f"where id = ? and status not in ('completed', 'failed')"
-)
+
+@dataclass(frozen=True)
+class StoreStatements:
+    """The per-job statements in one SQL dialect, built once per dialect, not per call.
+
+    As f-strings inside the methods they were rebuilt (and re-hashed for sqlite3's statement
+    cache) on every call, twice inside finish_child's write lock.
+    """
+
+    save_parent: str
+    create_child: str
+    mark_running: str
+    attempt_failure: str
+    get: str
+    children: str
+    parent_progress: str
+
+    @classmethod
+    def for_dialect(cls, p: str, now: str) -> StoreStatements:
+        """``p``: the driver's placeholder (``?``, ``%s``); ``now``: the current time as a column value."""
+        unfinished = "status not in ('completed', 'failed')"
+        return cls(
+            save_parent=(f"insert into crawl_jobs (id, parent_id, job_type, name, status, total_urls, pending_urls, "
+                         f"started_at) values ({p}, '', 'parent', {p}, 'running', {p}, {p}, {now})"),
+            create_child=("insert into crawl_jobs (id, parent_id, job_type, name, url, status) "
+                          f"values ({p}, {p}, 'crawler_url', {p}, {p}, 'pending')"),
+            mark_running=(f"update crawl_jobs set status = 'running', started_at = {now}, error = '' "
+                          f"where id = {p} and {unfinished}"),
+            attempt_failure=f"update crawl_jobs set status = 'pending', error = {p} where id = {p} and {unfinished}",
+            get=f"select * from crawl_jobs where id = {p}",
+            children=f"select * from crawl_jobs where parent_id = {p} order by created_at, id",
+            parent_progress=(
+                f"update crawl_jobs set completed_urls = completed_urls + {p}, failed_urls = failed_urls + {p}, "
+                "pending_urls = pending_urls - 1, "
+                "status = case when pending_urls - 1 <= 0 then 'completed' else status end, "
+                f"completed_at = case when pending_urls - 1 <= 0 then {now} else completed_at end "
+                f"where id = {p} and pending_urls > 0"),
+        )
+
+
+_SQLITE = StoreStatements.for_dialect("?", NOW)
 _FINISH_CHILD_SQL = f"update crawl_jobs set status = ?, completed_at = {NOW}, error = ? where id = ?"
-_PARENT_PROGRESS_SQL = (
-    f"update crawl_jobs set "
-    f"completed_urls = completed_urls + ?, failed_urls = failed_urls + ?, "
-    f"pending_urls = pending_urls - 1, "
-    f"status = case when pending_urls - 1 <= 0 then 'completed' else status end, "
-    f"completed_at = case when pending_urls - 1 <= 0 then {NOW} else completed_at end "
-    f"where id = ? and pending_urls > 0"
-)
 
 
 def create_schema(conn: sqlite3.Connection) -> None:
     conn.executescript(SCHEMA)
 
 
-class JobStore:
-    """Parent and child jobs in ``crawl_jobs``, used through one connection."""
+class _Executes(Protocol):
+    def execute(self, query: Any, params: Any = ..., /) -> Any: ...
 
-    def __init__(self, conn: sqlite3.Connection, *, begin_immediate: bool = True) -> None:
+
+ConnectionT = TypeVar("ConnectionT", bound=_Executes)
+
+
+class CrawlJobs(Generic[ConnectionT]):
+    """Parent and child jobs in ``crawl_jobs``, used through one connection: what every backend shares.
+
+    A backend gives its :class:`StoreStatements`, its transaction and ``finish_child``.
+    """
+
+    statements: ClassVar[StoreStatements]
+
+    def __init__(self, conn: ConnectionT, *, begin_immediate: bool = True) -> None:
         self.conn = conn
         self.begin_immediate = begin_immediate
 
+    def _transaction(self) -> AbstractContextManager[Any]:
+        raise NotImplementedError
+
     def save_parent(self, job_id: str, name: str, total: int) -> None:
         """A running parent expecting ``total`` children, all pending."""
-        self.conn.execute(
-            f"insert into crawl_jobs (id, parent_id, job_type, name, status, total_urls, pending_urls, started_at) "
-            f"values (?, '', 'parent', ?, 'running', ?, ?, {NOW})",
-            (job_id, name, total, total),
-        )
+        self.conn.execute(self.statements.save_parent, (job_id, name, total, total))
 
     def create_child(
         self,
@@ -92,25 +132,41 @@ class JobStore:
         One transaction, so a crash can leave neither a child without a message (a job
         nobody runs) nor a message without a child.
         """
-        with transaction(self.conn, self.begin_immediate):
-            self.conn.execute(
-                "insert into crawl_jobs (id, parent_id, job_type, name, url, status) "
-                "values (?, ?, 'crawler_url', ?, ?, 'pending')",
-                (job_id, parent_id, name, url),
-            )
+        with self._transaction():
+            self.conn.execute(self.statements.create_child, (job_id, parent_id, name, url))
             if enqueue is not None:
                 enqueue()
 
     def mark_running(self, job_id: str) -> None:
-        self.conn.execute(_MARK_RUNNING_SQL, (job_id,))
+        self.conn.execute(self.statements.mark_running, (job_id,))
 
     def record_attempt_failure(self, job_id: str, error: str) -> None:
         """A failed attempt that will be redelivered: back to pending, error kept."""
-        self.conn.execute(
-            "update crawl_jobs set status = 'pending', error = ? "
-            "where id = ? and status not in ('completed', 'failed')",
-            (error[:500], job_id),
-        )
+        self.conn.execute(self.statements.attempt_failure, (error[:500], job_id))
+
+    def finish_child(self, job_id: str, parent_id: str, *, failed: bool = False, error: str = "") -> bool:
+        raise NotImplementedError
+
+    def get(self, job_id: str) -> dict[str, Any] | None:
+        cursor = self.conn.execute(self.statements.get, (job_id,))
+        row = cursor.fetchone()
+        if row is None:
+            return None
+        return dict(zip([d[0] for d in cursor.description], row, strict=True))
+
+    def children(self, parent_id: str) -> list[dict[str, Any]]:
+        cursor = self.conn.execute(self.statements.children, (parent_id,))
+        names = [d[0] for d in cursor.description]
+        return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+
+
+class JobStore(CrawlJobs[sqlite3.Connection]):
+    """The crawl-job store on SQLite."""
+
+    statements = _SQLITE
+
+    def _transaction(self) -> AbstractContextManager[Any]:
+        return transaction(self.conn, self.begin_immediate)
 
     def finish_child(self, job_id: str, parent_id: str, *, failed: bool = False, error: str = "") -> bool:
         """Mark a child completed (or finally failed) and move its parent's counters.
@@ -119,26 +175,12 @@ class JobStore:
         job that was processed to completion, which the run counts as a duplicate.
         """
         status = "failed" if failed else "completed"
-        with transaction(self.conn, self.begin_immediate):
+        with self._transaction():
             # Read first: the underflow guard Quaero used. With a deferred BEGIN this read
             # takes a snapshot that the writes below must upgrade; IMMEDIATE avoids that.
             row = self.conn.execute("select status from crawl_jobs where id = ?", (job_id,)).fetchone()
             if row is None or row[0] in TERMINAL:
                 return False
             self.conn.execute(_FINISH_CHILD_SQL, (status, error[:500], job_id))
-            self.conn.execute(_PARENT_PROGRESS_SQL, (0 if failed else 1, 1 if failed else 0, parent_id))
+            self.conn.execute(self.statements.parent_progress, (0 if failed else 1, 1 if failed else 0, parent_id))
         return True
-
-    def get(self, job_id: str) -> dict[str, Any] | None:
-        cursor = self.conn.execute("select * from crawl_jobs where id = ?", (job_id,))
-        row = cursor.fetchone()
-        if row is None:
-            return None
-        return dict(zip([d[0] for d in cursor.description], row, strict=True))
-
-    def children(self, parent_id: str) -> list[dict[str, Any]]:
-        cursor = self.conn.execute(
-            "select * from crawl_jobs where parent_id = ? order by created_at, id", (parent_id,)
-        )
-        names = [d[0] for d in cursor.description]
-        return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]

@@ -25,7 +25,7 @@ import os
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from pytest_quaero.core.criteria import Verdict
+from pytest_quaero.core.audit_rules import PROGRESS_COUNTERS, judge_orphans, judge_parents, judge_queues
 from pytest_quaero.core.postgresql import missing_extra, redact_dsn
 
 if TYPE_CHECKING:
@@ -47,7 +47,6 @@ SQLITE_ONLY = {
 _NEEDS = {"messages_left": "goqite", "dead_messages": "goqite", "orphans": "crawl_jobs",
           "children_per_parent": "crawl_jobs", "parent_progress": "crawl_jobs"}
 _IS_PARENT = "({0}parent_id is null or {0}parent_id = '')"
-_COUNTERS = ("total_urls", "completed_urls", "failed_urls", "pending_urls")
 
 
 class AuditError(ValueError):
@@ -67,10 +66,6 @@ class PgAudit:
     facts: dict[str, Any] = field(default_factory=dict)
     verdicts: dict[str, dict[str, Any]] = field(default_factory=dict)
     skipped: dict[str, str] = field(default_factory=dict)
-
-
-def _examples(rows: list[str], limit: int = 3) -> str:
-    return "e.g. " + "; ".join(rows[:limit]) if rows else ""
 
 
 def _label(dsn: str, where: str) -> str:
@@ -204,21 +199,7 @@ def _audit_queue(conn: psycopg.Connection[Any], max_receive: int, result: PgAudi
         f"count(*) filter (where received >= %s and {due}) from goqite group by queue order by queue",
         (max_receive,)).fetchall()
     per_queue = {str(q): {"messages": int(n), "in_flight": int(f), "dead": int(d)} for q, n, f, d in rows}
-    result.facts["queues"] = per_queue
-    dead = sum(v["dead"] for v in per_queue.values())
-    left = sum(v["messages"] for v in per_queue.values()) - dead
-    deliverable = ", ".join(f"{q} {n}" for q, v in per_queue.items()
-                            if (n := v["messages"] - v["dead"] - v["in_flight"]))
-    in_flight = ", ".join(f"{q} {v['in_flight']}" for q, v in per_queue.items() if v["in_flight"])
-    detail = "; ".join(part for part in (deliverable and f"still deliverable: {deliverable}",
-                                         in_flight and f"in flight (visibility timeout running): {in_flight}") if part)
-    result.verdicts["messages_left"] = Verdict(
-        "messages_left", "Messages Left in the Queue", str(left), "= 0", left == 0, left, detail=detail).as_dict()
-    where = ", ".join(f"{q} {v['dead']}" for q, v in per_queue.items() if v["dead"])
-    result.verdicts["dead_messages"] = Verdict(
-        "dead_messages", "Dead Messages", str(dead),
-        f"= 0 (received >= max_receive {max_receive}, visibility timeout over)", dead == 0, dead,
-        detail=f"never delivered again: {where}" if dead else "").as_dict()
+    judge_queues(per_queue, max_receive, result)
 
 
 def _columns(conn: psycopg.Connection[Any]) -> set[str]:
@@ -228,10 +209,11 @@ def _columns(conn: psycopg.Connection[Any]) -> set[str]:
 
 
 def _progress(cols: set[str]) -> dict[str, str] | None:
-    if set(_COUNTERS) <= cols:
-        return {k: f"p.{k}" for k in _COUNTERS}
+    if set(PROGRESS_COUNTERS) <= cols:
+        return {k: f"p.{k}" for k in PROGRESS_COUNTERS}
     if "progress_json" in cols:  # Quaero's shape; json or text, read as jsonb
-        return {k: f"coalesce((nullif(p.progress_json::text, '')::jsonb ->> '{k}')::numeric, 0)" for k in _COUNTERS}
+        return {k: f"coalesce((nullif(p.progress_json::text, '')::jsonb ->> '{k}')::numeric, 0)"
+                for k in PROGRESS_COUNTERS}
     return None
 
 
@@ -249,9 +231,7 @@ def _audit_jobs(conn: psycopg.Connection[Any], result: PgAudit) -> None:
     orphan_rows = conn.execute(f"select c.id, c.parent_id {orphaned} order by c.id limit 20").fetchall()
     count_row = conn.execute(f"select count(*) {orphaned}").fetchone()
     orphans = int(count_row[0]) if count_row else 0
-    result.verdicts["orphans"] = Verdict(
-        "orphans", "Orphaned Children", str(orphans), "= 0", orphans == 0, orphans,
-        detail=_examples([f"{cid} -> missing {pid}" for cid, pid in orphan_rows])).as_dict()
+    judge_orphans(orphans, orphan_rows, result)
 
     progress = _progress(cols)
     if progress is None:
@@ -264,34 +244,4 @@ def _audit_jobs(conn: psycopg.Connection[Any], result: PgAudit) -> None:
         "count(c.id) filter (where c.status = 'completed'), count(c.id) filter (where c.status = 'failed') "
         f"from crawl_jobs p left join crawl_jobs c on c.parent_id = p.id "
         f"where {_IS_PARENT.format('p.')} group by p.id order by p.id").fetchall()
-    _judge_parents(rows, result)
-
-
-def _judge_parents(rows: list[tuple[Any, ...]], result: PgAudit) -> None:
-    # the SQLite audit's rules (pytest_quaero.core.audit._audit_jobs), on the same columns
-    count_bad: list[str] = []
-    progress_bad: list[str] = []
-    for pid, status, total, done, failed, pending, kids, kids_done, kids_failed in rows:
-        total, done, failed, pending = (int(v or 0) for v in (total, done, failed, pending))
-        if kids != total:
-            count_bad.append(f"{pid}: {kids} children, total_urls {total}")
-        problems = []
-        if (done, failed) != (kids_done, kids_failed):
-            problems.append(f"counters completed={done} failed={failed}, children say "
-                            f"completed={kids_done} failed={kids_failed} of {kids}")
-        if pending != total - done - failed:
-            problems.append(f"pending={pending} but total-completed-failed={total - done - failed}")
-        if total and (status == "completed") != (pending == 0):
-            problems.append(f"status {status!r} with {pending} pending")
-        if problems:
-            progress_bad.append(f"{pid}: " + ", ".join(problems))
-    result.facts["parents_checked"] = len(rows)
-    result.verdicts["children_per_parent"] = Verdict(
-        "children_per_parent", "Children per Parent", f"{len(rows) - len(count_bad)}/{len(rows)} parents match",
-        "children = total_urls for every parent", not count_bad, len(count_bad),
-        detail=_examples(count_bad)).as_dict()
-    result.verdicts["parent_progress"] = Verdict(
-        "parent_progress", "Parent Progress vs Child Statuses",
-        f"{len(rows) - len(progress_bad)}/{len(rows)} parents agree",
-        "counters = child statuses, completed iff pending = 0", not progress_bad, len(progress_bad),
-        detail=_examples(progress_bad)).as_dict()
+    judge_parents(rows, result)

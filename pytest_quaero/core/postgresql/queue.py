@@ -26,7 +26,7 @@ import psycopg
 
 from pytest_quaero.core import ledger
 from pytest_quaero.core.postgresql.connect import transaction
-from pytest_quaero.core.queue import Message, QueueCounts
+from pytest_quaero.core.queue import Message, QueueCounts, check_queue_limits
 
 __all__ = ["GOQITE_RECEIVE_SQL", "RECEIVE_SQL", "SCHEMA", "PgQueue", "create_schema"]
 
@@ -57,30 +57,25 @@ for each row execute procedure update_timestamp();
 create index goqite_queue_priority_created_idx on goqite (queue, priority desc, created);
 """
 
-#: the claim, with goqite's parameters in goqite's order: timeout, queue, max_receive
-RECEIVE_SQL = """
+
+
+def _claim_sql(row_lock: str) -> str:
+    return f"""
 update goqite
 set timeout = now() + make_interval(secs => %(timeout)s), received = received + 1
 where id = (
   select id from goqite
   where queue = %(queue)s and now() >= timeout and received < %(max_receive)s
   order by priority desc, created
-  limit 1
-  for update skip locked
+  limit 1{row_lock}
 )
 returning id, body, received"""
 
+
+#: the claim, with goqite's parameters in goqite's order: timeout, queue, max_receive
+RECEIVE_SQL = _claim_sql("\n  for update skip locked")
 #: goqite v0.4.0's own claim (no row lock in the subquery), run by goqite under SERIALIZABLE
-GOQITE_RECEIVE_SQL = """
-update goqite
-set timeout = now() + make_interval(secs => %(timeout)s), received = received + 1
-where id = (
-  select id from goqite
-  where queue = %(queue)s and now() >= timeout and received < %(max_receive)s
-  order by priority desc, created
-  limit 1
-)
-returning id, body, received"""
+GOQITE_RECEIVE_SQL = _claim_sql("")
 
 _DUE = "now() >= timeout"
 _COUNTS_SQL = (f"select count(*), count(*) filter (where {_DUE}), "
@@ -103,10 +98,7 @@ class PgQueue:
 
     def __init__(self, conn: psycopg.Connection[Any], name: str = "quaero_jobs", *,
                  visibility_timeout: float = 5.0, max_receive: int = 3) -> None:
-        if visibility_timeout <= 0:
-            raise ValueError("visibility_timeout must be > 0")
-        if max_receive < 1:
-            raise ValueError("max_receive must be >= 1")
+        check_queue_limits(visibility_timeout, max_receive)
         self.conn = conn
         self.name = name
         self.visibility_timeout = visibility_timeout

@@ -11,12 +11,13 @@ always locked before its parent, so two completions never wait on each other in 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from contextlib import AbstractContextManager
 from typing import Any
 
 import psycopg
 
 from pytest_quaero.core.postgresql.connect import transaction
+from pytest_quaero.core.store import CrawlJobs, StoreStatements
 
 __all__ = ["SCHEMA", "PgJobStore", "create_schema"]
 
@@ -40,10 +41,6 @@ create table if not exists crawl_jobs (
 create index if not exists crawl_jobs_parent_idx on crawl_jobs (parent_id, created_at);
 """
 
-TERMINAL = ("completed", "failed")
-
-_MARK_RUNNING_SQL = ("update crawl_jobs set status = 'running', started_at = now(), error = '' "
-                     "where id = %s and status not in ('completed', 'failed')")
 # The child's guard, its status and its parent's counters in ONE statement: one round trip, no
 # client time while a row is locked. A second delivery of the same child waits for the first on
 # the child's row, then finds it finished (READ COMMITTED re-checks the newer row) and moves nothing.
@@ -62,58 +59,26 @@ with child as (
   returning id
 )
 select count(*) from child"""
-PARENT_PROGRESS_SQL = (
-    "update crawl_jobs set "
-    "completed_urls = completed_urls + %s, failed_urls = failed_urls + %s, "
-    "pending_urls = pending_urls - 1, "
-    "status = case when pending_urls - 1 <= 0 then 'completed' else status end, "
-    "completed_at = case when pending_urls - 1 <= 0 then now() else completed_at end "
-    "where id = %s and pending_urls > 0"
-)
+_STATEMENTS = StoreStatements.for_dialect("%s", "now()")
+#: a parent's counters moved by one finished child (for stores that finish in several statements)
+PARENT_PROGRESS_SQL = _STATEMENTS.parent_progress
 
 
 def create_schema(conn: psycopg.Connection[Any]) -> None:
     conn.execute(SCHEMA)
 
 
-class PgJobStore:
-    """Parent and child jobs in ``crawl_jobs``, used through one connection."""
+class PgJobStore(CrawlJobs[psycopg.Connection[Any]]):
+    """Parent and child jobs in ``crawl_jobs``, used through one connection.
 
-    def __init__(self, conn: psycopg.Connection[Any], *, begin_immediate: bool = True) -> None:
-        self.conn = conn
-        # SQLite's BEGIN IMMEDIATE has no PostgreSQL twin: row locks are taken by the statements
-        self.begin_immediate = begin_immediate
+    ``begin_immediate`` is kept for the API's sake: SQLite's BEGIN IMMEDIATE has no
+    PostgreSQL twin, row locks are taken by the statements.
+    """
 
-    def save_parent(self, job_id: str, name: str, total: int) -> None:
-        """A running parent expecting ``total`` children, all pending."""
-        self.conn.execute(
-            "insert into crawl_jobs (id, parent_id, job_type, name, status, total_urls, pending_urls, started_at) "
-            "values (%s, '', 'parent', %s, 'running', %s, %s, now())",
-            (job_id, name, total, total),
-        )
+    statements = _STATEMENTS
 
-    def create_child(self, job_id: str, parent_id: str, url: str, name: str = "",
-                     enqueue: Callable[[], Any] | None = None) -> None:
-        """Insert a pending ``crawler_url`` child and, in the same transaction, its message."""
-        with transaction(self.conn):
-            self.conn.execute(
-                "insert into crawl_jobs (id, parent_id, job_type, name, url, status) "
-                "values (%s, %s, 'crawler_url', %s, %s, 'pending')",
-                (job_id, parent_id, name, url),
-            )
-            if enqueue is not None:
-                enqueue()
-
-    def mark_running(self, job_id: str) -> None:
-        self.conn.execute(_MARK_RUNNING_SQL, (job_id,))
-
-    def record_attempt_failure(self, job_id: str, error: str) -> None:
-        """A failed attempt that will be redelivered: back to pending, error kept."""
-        self.conn.execute(
-            "update crawl_jobs set status = 'pending', error = %s "
-            "where id = %s and status not in ('completed', 'failed')",
-            (error[:500], job_id),
-        )
+    def _transaction(self) -> AbstractContextManager[Any]:
+        return transaction(self.conn)
 
     def finish_child(self, job_id: str, parent_id: str, *, failed: bool = False, error: str = "") -> bool:
         """Mark a child completed (or finally failed) and move its parent's counters, in one statement.
@@ -124,17 +89,3 @@ class PgJobStore:
                                               "job": job_id, "parent": parent_id, "done": 0 if failed else 1,
                                               "failed": 1 if failed else 0}).fetchone()
         return bool(row and row[0])
-
-    def get(self, job_id: str) -> dict[str, Any] | None:
-        cursor = self.conn.execute("select * from crawl_jobs where id = %s", (job_id,))
-        row = cursor.fetchone()
-        if row is None:
-            return None
-        names = [d.name for d in cursor.description or ()]
-        return dict(zip(names, row, strict=True))
-
-    def children(self, parent_id: str) -> list[dict[str, Any]]:
-        cursor = self.conn.execute("select * from crawl_jobs where parent_id = %s order by created_at, id",
-                                   (parent_id,))
-        names = [d.name for d in cursor.description or ()]
-        return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
