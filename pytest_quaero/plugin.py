@@ -168,6 +168,8 @@ def _check_files(config: pytest.Config, session: QuaeroSession) -> None:
     if any(config.getoption(name, False) for name in _NOTHING_RUNS):
         return  # --help, --markers, --fixtures, --collect-only (IDE discovery while a run goes on) open no file
     settings, gate = session.settings, session.gate
+    if session.scenarios and settings.backend == "postgresql" and settings.dsn:
+        _check_server(settings)
     if settings.db_path:
         # deferred: only a session with a --quaero-db file opens it now
         from pytest_quaero.core.dbfile import DatabaseFileError, open_for_session
@@ -203,15 +205,32 @@ def _check_files(config: pytest.Config, session: QuaeroSession) -> None:
                 raise pytest.UsageError(f"{name}: {exc}") from None
 
 
+def _check_server(settings: Settings) -> None:
+    """The --quaero-dsn server, before any item: unreachable, refused, too old or no CREATE is a usage error."""
+    from pytest_quaero.core.postgresql.server import ServerError, check_dsn  # deferred: imports psycopg
+
+    source = settings.sources.get("dsn", "command line")
+    try:
+        check_dsn(str(settings.dsn), "the command line" if source == "command line" else source)
+    except ServerError as exc:
+        raise pytest.UsageError(str(exc)) from None
+
+
 def pytest_report_header(config: pytest.Config) -> list[str] | None:
     session = session_of(config)
     if not session.scenarios:
         return None
     s = session.settings
+    if s.backend == "postgresql":  # the same setting is lock_timeout there, and there is no journal
+        from pytest_quaero.core.postgresql import redact_dsn  # deferred: a SQLite session never imports it
+
+        database = (f"postgresql {redact_dsn(s.dsn)}" if s.dsn else "postgresql (embedded server)") + \
+            f", lock_timeout {s.describe('busy_timeout_ms')}"
+    else:
+        database = f"busy_timeout {s.describe('busy_timeout_ms')}, journal {'WAL' if s.wal else 'DELETE'}"
     return [
         f"quaero: scenarios {', '.join(sc.name for sc in session.scenarios)}; {s.workers} workers ({s.worker_mode}), "
-        f"stagger {s.describe('stagger')}, busy_timeout {s.describe('busy_timeout_ms')}, retries "
-        f"{s.retry_attempts}x{s.describe('retry_backoff')}, journal {'WAL' if s.wal else 'DELETE'}, "
+        f"stagger {s.describe('stagger')}, {database}, retries {s.retry_attempts}x{s.describe('retry_backoff')}, "
         f"seed {s.seed}"
     ]
 

@@ -57,6 +57,8 @@ def test_light_passes_on_the_embedded_server_and_leaves_nothing_behind(pytester:
     result.assert_outcomes(passed=10)
     result.stdout.fnmatch_lines([f"quaero[[]light[]]::{key} PASSED*" for key in KEYS])
     result.stdout.fnmatch_lines(["*Lock Errors*0*= 0*PASS*"])  # the backend-neutral name
+    result.stdout.fnmatch_lines(["quaero: scenarios light; *, postgresql (embedded server), lock_timeout 10000ms, *"])
+    assert "journal WAL" not in result.stdout.str()
     assert "SQLITE_BUSY" not in result.stdout.str()
     run_result = json.loads(out.read_text())["results"][0]
     assert run_result["settings"]["backend"] == "postgresql"
@@ -109,13 +111,46 @@ def test_backend_usage_errors(pytester: pytest.Pytester, args: tuple[str, ...], 
 
 
 @needs_postgresql
-def test_an_unreachable_dsn_fails_the_run_in_one_sentence(pytester: pytest.Pytester, tmp_path: Path) -> None:
+def test_an_unreachable_dsn_is_a_usage_error_before_any_item(pytester: pytest.Pytester, tmp_path: Path) -> None:
     dsn = f"postgresql://quaero:s3cret@/jobs?host={tmp_path}&connect_timeout=2"
-    result = pytester.runpytest(*BASE, "--quaero-backend=postgresql", f"--quaero-dsn={dsn}",
-                                "--quaero-scenario=light")
-    result.stdout.fnmatch_lines(["*quaero[[]light[]] could not run: --quaero-dsn=*cannot connect*"])
-    assert "s3cret" not in result.stdout.str()
-    assert result.ret != 0
+    error = _usage_error(pytester.runpytest(*BASE, "--quaero-backend=postgresql", f"--quaero-dsn={dsn}",
+                                            "--quaero-scenario=light"))
+    assert error.startswith("ERROR: --quaero-dsn=postgresql://quaero:***@/jobs") and "s3cret" not in error
+    assert "(from the command line): cannot connect" in error and "check the host, port" in error
+
+
+@needs_postgresql
+def test_a_dsn_from_the_environment_is_named_as_such(pytester: pytest.Pytester, tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("QUAERO_DSN", f"postgresql:///jobs?host={tmp_path}&connect_timeout=2")
+    error = _usage_error(pytester.runpytest(*BASE, "--quaero-backend=postgresql", "--quaero-scenario=light"))
+    assert "(from QUAERO_DSN): cannot connect" in error
+
+
+@needs_postgresql
+def test_a_role_that_may_not_create_a_schema_is_a_usage_error(pytester: pytest.Pytester, pg_server: Any) -> None:
+    import psycopg  # deferred: the extra's driver
+
+    with psycopg.connect(pg_server.dsn, autocommit=True) as conn:
+        conn.execute("drop role if exists quaero_reader")
+        conn.execute("create role quaero_reader login")  # CONNECT on the database, as PUBLIC has; no CREATE
+    try:
+        dsn = psycopg.conninfo.make_conninfo(pg_server.dsn, user="quaero_reader")
+        error = _usage_error(pytester.runpytest(*BASE, "--quaero-backend=postgresql", f"--quaero-dsn={dsn}",
+                                                "--quaero-scenario=light"))
+        assert "role 'quaero_reader' may not create a schema" in error and "GRANT CREATE ON DATABASE" in error
+    finally:
+        with psycopg.connect(pg_server.dsn, autocommit=True) as conn:
+            conn.execute("drop role quaero_reader")
+
+
+@needs_postgresql
+def test_help_and_collect_only_never_connect(pytester: pytest.Pytester, tmp_path: Path) -> None:
+    dsn = f"postgresql:///jobs?host={tmp_path}&connect_timeout=2"
+    for extra in ("--collect-only", "--help"):
+        result = pytester.runpytest(*BASE, "--quaero-backend=postgresql", f"--quaero-dsn={dsn}",
+                                    "--quaero-scenario=light", extra)
+        assert result.ret == pytest.ExitCode.OK, (extra, result.stdout.str() + result.stderr.str())
 
 
 @pytest.mark.slow

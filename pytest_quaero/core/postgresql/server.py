@@ -39,6 +39,7 @@ __all__ = [
     "RunSchema",
     "Server",
     "ServerError",
+    "check_dsn",
     "create_run_schema",
     "redact",
     "server_for",
@@ -188,14 +189,38 @@ def shared_server() -> Server:
         return _shared
 
 
+def check_dsn(dsn: str, source: str = "") -> tuple[str, int]:
+    """The server ``dsn`` names, checked as a run will use it: reachable, recent enough, and the role
+    allowed to create the run's schema; returns its version. A :class:`ServerError` says what to fix.
+
+    ``source``: where the DSN came from (``the command line``, ``QUAERO_DSN``), named in the error.
+    """
+    label = f"--quaero-dsn={redact(dsn)}" + (f" (from {source})" if source else "")
+    try:
+        with psycopg.connect(dsn, autocommit=True, connect_timeout=CONNECT_TIMEOUT_S) as conn:
+            row = conn.execute("select current_setting('server_version'), "
+                               "current_setting('server_version_num')::int, "
+                               "has_database_privilege(current_database(), 'CREATE'), "
+                               "current_user, current_database()").fetchone()
+    except psycopg.Error as exc:
+        raise ServerError(_connect_failure(dsn, exc).replace(f"--quaero-dsn={redact(dsn)}", label, 1)) from None
+    assert row is not None
+    version, number, may_create, user, database = str(row[0]), int(row[1]), bool(row[2]), row[3], row[4]
+    if number < MIN_SERVER_VERSION:
+        raise ServerError(f"{label}: PostgreSQL {version} is older than the oldest supported "
+                          f"(13: the queue's ids come from gen_random_uuid()); use a newer server.")
+    if not may_create:
+        raise ServerError(f"{label}: role {user!r} may not create a schema in database {database!r} (each run "
+                          f"works in a schema of its own); grant it: GRANT CREATE ON DATABASE {database} TO {user}; "
+                          "or give a DSN whose role may.")
+    return version, number
+
+
 def server_for(dsn: str | None) -> Server:
-    """The server a run uses: the one ``dsn`` names (checked: reachable, recent enough), or the embedded one."""
+    """The server a run uses: the one ``dsn`` names (checked by :func:`check_dsn`), or the embedded one."""
     if not dsn:
         return shared_server()
-    version, number = _version(dsn)
-    if number < MIN_SERVER_VERSION:
-        raise ServerError(f"--quaero-dsn={redact(dsn)}: PostgreSQL {version} is older than the oldest supported "
-                          f"(13: the queue's ids come from gen_random_uuid()); use a newer server.")
+    version, number = check_dsn(dsn)
     return Server(dsn, False, 0.0, version, number)
 
 
