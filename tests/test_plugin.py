@@ -16,8 +16,9 @@ from pytest_quaero.core.criteria import CRITERIA
 
 #: keeps every run on a built-in scenario short: no simulated work to speak of, short stagger and polling
 FAST = ("--quaero-job-time=1ms", "--quaero-stagger=100ms", "--quaero-poll-interval=50ms")
-#: timing criteria loosened so a busy shared machine cannot fail them; counting criteria stay strict
-RELAXED = ("--quaero-threshold=stagger_tolerance=400ms", "--quaero-threshold=min_throughput=1")
+#: timing criteria loosened so a busy shared machine cannot fail them; counting criteria stay strict.
+#: 2s, not 400ms: another xdist worker's load delayed a worker thread's start by 450-550ms on CI.
+RELAXED = ("--quaero-threshold=stagger_tolerance=2s", "--quaero-threshold=min_throughput=1")
 #: hypothesis' pytest plugin re-imports all of hypothesis in every in-process run: seconds each
 BASE = ("-p", "no:randomly", "-p", "no:cacheprovider", "-p", "no:hypothesispytest", "-p", "no:benchmark")
 KEYS = [criterion.key for criterion in CRITERIA]
@@ -68,7 +69,7 @@ def test_terminal_summary_table(pytester: pytest.Pytester) -> None:
         "  Queue Deletion Success Rate * 100.0% (100/100 deleted) * = 100% * PASS",
         "  Hierarchy Integrity * 100.0% * = 100% * PASS",
         "  Job Completion Rate * 100.0% (100/100) * >= 95% * PASS",
-        "  Worker Staggering * gaps *ms * 100ms ± 400ms between worker starts * PASS",
+        "  Worker Staggering * gaps *ms * 100ms ± 2s between worker starts * PASS",
         "  Throughput * jobs/sec * >= 1 jobs/sec * PASS",
         "  Jobs Processed Twice * 0 * = 0 * PASS",
     ])

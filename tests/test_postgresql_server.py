@@ -23,6 +23,7 @@ if MISSING is None:
     from pytest_quaero.core.postgresql.queue import create_schema as create_queue_schema
     from pytest_quaero.core.postgresql.server import (
         MIN_SERVER_VERSION,
+        Server,
         ServerError,
         create_run_schema,
         server_for,
@@ -78,9 +79,15 @@ def test_a_role_without_create_is_told_what_to_grant(pg_server: Any) -> None:
         admin.execute(f"drop role if exists {role}")
         admin.execute(f"create role {role} login")
         try:
-            limited = server_for(psycopg.conninfo.make_conninfo(pg_server.dsn, user=role))
+            dsn = psycopg.conninfo.make_conninfo(pg_server.dsn, user=role)
+            # checked before the run: the grant that fixes it, named
+            with pytest.raises(ServerError, match=r"role 'quaero_reader' may not create a schema .*GRANT CREATE ON "
+                                                  r"DATABASE \w+ TO quaero_reader"):
+                server_for(dsn)
+            # and should the grant be revoked between the check and the run, the schema's creation says so too
+            unchecked = Server(dsn, False, 0.0, pg_server.version, pg_server.version_num)
             with pytest.raises(ServerError, match=r"may not create a schema.*grant it CREATE on the database"):
-                create_run_schema(limited, "cccc0001")
+                create_run_schema(unchecked, "cccc0001")
         finally:
             admin.execute(f"drop role {role}")
 
@@ -153,6 +160,7 @@ def test_the_embedded_server_is_stopped_at_exit_even_when_its_modules_are_gone(t
 def test_a_server_older_than_13_is_refused_by_name(monkeypatch: pytest.MonkeyPatch) -> None:
     from pytest_quaero.core.postgresql import server
 
-    monkeypatch.setattr(server, "_version", lambda dsn: ("12.19", 120019))  # what an old server answers
+    # what an old server answers (and its role may create schemas: the version is what is refused)
+    monkeypatch.setattr(server, "_facts", lambda dsn: ("12.19", 120019, True, "quaero", "jobs"))
     with pytest.raises(ServerError, match=r"PostgreSQL 12\.19 is older than the oldest supported \(13"):
         server_for("postgresql://quaero@db.example/jobs")

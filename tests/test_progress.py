@@ -133,6 +133,9 @@ def test_eta_and_bar() -> None:
     assert eta(Progress("light", 100, 100, 0, 2.0, 0)) == "0s"
     assert eta(Progress("heavy", 10, 1500, 1490, 10.0, 0)) == "24m50s"
     assert "[####----------------] 20/100 jobs (20%)" in format_progress(Progress("light", 20, 100, 80, 1.0, 0))
+    assert ", 3 busy errors, " in format_progress(Progress("light", 20, 100, 80, 1.0, 3))
+    # a PostgreSQL run (also one a marker started in a SQLite session) names them as its backend does
+    assert ", 3 lock errors, " in format_progress(Progress("light", 20, 100, 80, 1.0, 3, "postgresql"))
 
 
 def test_plain_lines_come_at_the_interval(tmp_path: Path, report_runs) -> None:

@@ -15,6 +15,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from pytest_quaero.core.counts import SERVER_ROWS, server_rows_per_job
 from pytest_quaero.core.fields import parse_duration
 from pytest_quaero.core.metrics import RunResult
 from pytest_quaero.core.noise import band
@@ -56,6 +57,8 @@ class Metric:
     is_duration: bool = False
     #: counted, not timed (:mod:`~pytest_quaero.core.counts`): gated exactly unless a rule says otherwise
     counted: bool = False
+    #: counted by the database server: no row at all where the backend keeps no such counters (SQLite)
+    server: bool = False
 
     def format(self, value: float | None) -> str:
         if value is None:
@@ -95,6 +98,25 @@ COUNTED = (
     Metric("connections", "Connections Opened", "", True, _counted("connections", "total"), counted=True),
 )
 
+def _server_counted(key: str) -> Callable[[RunResult], float | None]:
+    def value(result: RunResult) -> float | None:
+        per_job = server_rows_per_job(result.extra) if isinstance(result.extra, dict) else None
+        return None if per_job is None else float(per_job[key])
+
+    return value
+
+
+#: counted by the database server itself (PostgreSQL's pg_stat_user_tables, the run's own schema):
+#: what every client did, a worker command in any language included, with no client traced
+SERVER_COUNTED = (
+    Metric("server_rows_inserted_per_job", "Rows Inserted per Job (server)", "", True,
+           _server_counted("rows_inserted"), counted=True, server=True),
+    Metric("server_rows_updated_per_job", "Rows Updated per Job (server)", "", True,
+           _server_counted("rows_updated"), counted=True, server=True),
+    Metric("server_rows_deleted_per_job", "Rows Deleted per Job (server)", "", True,
+           _server_counted("rows_deleted"), counted=True, server=True),
+)
+
 METRICS: dict[str, Metric] = {
     metric.name: metric
     for metric in (
@@ -107,6 +129,7 @@ METRICS: dict[str, Metric] = {
         Metric("busy_errors", "SQLITE_BUSY Errors", "", True, lambda r: float(r.busy_errors)),
         Metric("redeliveries", "Redeliveries", "", True, lambda r: float(r.redeliveries)),
         *COUNTED,
+        *SERVER_COUNTED,
     )
 }
 _ALIASES = {"busy": "busy_errors", "latency": "latency_p95", "time": "execution_time", "retry": "retries"}
@@ -275,7 +298,7 @@ def _change(before: float, now: float) -> str:
 
 def default_rules() -> list[CompareRule]:
     """Every counted metric exactly: one more statement, transaction, row or connection is a regression."""
-    return [CompareRule(metric, "absolute", 0.0, f"{metric.name}:+0") for metric in COUNTED]
+    return [CompareRule(metric, "absolute", 0.0, f"{metric.name}:+0") for metric in (*COUNTED, *SERVER_COUNTED)]
 
 
 def compare(before: RunResult, now: RunResult, rules: Sequence[CompareRule]) -> Comparison:
@@ -289,6 +312,8 @@ def compare(before: RunResult, now: RunResult, rules: Sequence[CompareRule]) -> 
     for metric in METRICS.values():
         old_value, new_value = metric.value(before), metric.value(now)
         rule = ruled.get(metric.name)
+        if old_value is None and new_value is None and metric.server:
+            continue  # neither run's backend counts on the server: not a gap worth a row
         if old_value is None or new_value is None:
             comparison.rows.append(MetricRow(metric.name, metric.title, 0.0, 0.0,
                                              metric.format(old_value), metric.format(new_value), "-",
@@ -297,7 +322,7 @@ def compare(before: RunResult, now: RunResult, rules: Sequence[CompareRule]) -> 
         old, new = float(old_value), float(new_value)
         change = _change(old, new)
         if metric.counted and new != old:
-            change += _where_counts_moved(before, now)
+            change += _where_server_counts_moved(before, now) if metric.server else _where_counts_moved(before, now)
         spread = band(_noise(before, metric.name), _noise(now, metric.name))
         passed = rule.passes(old, new) if rule else None
         if passed is False and spread is not None and old and abs(new - old) / abs(old) * 100 <= spread:
@@ -335,6 +360,24 @@ def _where_counts_moved(before: RunResult, now: RunResult) -> str:
     return f" ({'; '.join(moves[:4])})" if moves else ""
 
 
+def _where_server_counts_moved(before: RunResult, now: RunResult) -> str:
+    """Which table's rows per job moved, as the server counted them: `` (crawl_jobs: updated +1 per job)``."""
+    def per_table(result: RunResult) -> dict[str, dict[str, float]]:
+        stats = result.extra.get("postgresql", {}).get("stats", {})
+        jobs = max(1, int(result.total_jobs))
+        return {table: {key: float(data.get(key, 0)) / jobs for key in SERVER_ROWS}
+                for table, data in stats.get("tables", {}).items()}
+
+    old_tables, new_tables = per_table(before), per_table(now)
+    moves = []
+    for table in sorted(set(old_tables) | set(new_tables)):
+        for key in SERVER_ROWS:
+            delta = new_tables.get(table, {}).get(key, 0.0) - old_tables.get(table, {}).get(key, 0.0)
+            if abs(delta) >= 1e-4:
+                moves.append(f"{table}: {key.removeprefix('rows_')} {delta:+.4g} per job")
+    return f" ({'; '.join(moves[:4])})" if moves else ""
+
+
 _TABLE_HEADERS = ("metric", "before", "now", "change", "noise", "limit", "status")
 
 
@@ -351,8 +394,16 @@ def format_table(rows: Sequence[MetricRow] | Sequence[Mapping[str, Any]], *, gat
 
 
 def scenario_key(result: RunResult | Mapping[str, Any]) -> str:
-    """``light-5x20``: the scenario's name and shape."""
-    if isinstance(result, RunResult):
-        return f"{result.scenario}-{result.parents}x{result.children_per_parent}"
-    return f"{result['scenario']}-{result['parents']}x{result['children_per_parent']}"
+    """``light-5x20``: the scenario's name and shape; ``light-5x20@postgresql`` on PostgreSQL.
 
+    The backend is part of the key: the same queue does other statements on another database,
+    so a SQLite baseline never gates a PostgreSQL run (nor the other way round).
+    """
+    if isinstance(result, RunResult):
+        name, parents, children, settings = (result.scenario, result.parents, result.children_per_parent,
+                                             result.settings)
+    else:
+        name, parents, children = result["scenario"], result["parents"], result["children_per_parent"]
+        settings = result.get("settings") or {}
+    backend = settings.get("backend") if isinstance(settings, Mapping) else None
+    return f"{name}-{parents}x{children}" + (f"@{backend}" if backend and backend != "sqlite" else "")

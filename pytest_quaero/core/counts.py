@@ -22,10 +22,13 @@ from typing import Any
 
 from pytest_quaero.core.instruments import HARNESS_OPERATION, IDLE, RETRIED
 
-__all__ = ["COUNTS", "KINDS", "count_metrics", "counts_from_locks"]
+__all__ = ["COUNTS", "KINDS", "SERVER_ROWS", "count_metrics", "counts_from_locks", "server_count_metrics",
+           "server_rows_per_job"]
 
 #: statement kinds, as the observed connection classifies them
 KINDS = ("select", "insert", "update", "delete", "begin", "commit", "rollback", "other")
+#: the rows the database server counted per job (PostgreSQL: the run's own schema); gated exactly
+SERVER_ROWS = ("rows_inserted", "rows_updated", "rows_deleted")
 #: the counts of each operation and of the run (besides the statements of each kind)
 COUNTS = ("statements", "write_transactions", "rollbacks", "rows_changed", "connections")
 
@@ -83,3 +86,23 @@ def count_metrics(counts: Mapping[str, Any]) -> dict[str, float | int]:
     for key, value in counts.get("not_gated", {}).items():
         out[key] = value
     return out
+
+
+def server_rows_per_job(extra: Mapping[str, Any]) -> dict[str, float] | None:
+    """Rows inserted, updated and deleted per job as the server counted them, or None (not counted).
+
+    Only PostgreSQL keeps such counters (``extra["postgresql"]["stats"]``, from
+    ``pg_stat_user_tables`` of the run's own schema): exact for the run, whoever wrote the rows,
+    in whatever language. Row counts, not scans: how often a poll scans an index depends on timing.
+    """
+    stats = (extra.get("postgresql") or {}).get("stats") or {}
+    per_job = stats.get("rows_per_job")
+    if not isinstance(per_job, Mapping) or not all(key in per_job for key in SERVER_ROWS):
+        return None
+    return {key: float(per_job[key]) for key in SERVER_ROWS}
+
+
+def server_count_metrics(extra: Mapping[str, Any]) -> dict[str, float]:
+    """``server_rows_inserted_per_job`` and the like, for JSON, JUnit and baselines (empty on SQLite)."""
+    per_job = server_rows_per_job(extra)
+    return {} if per_job is None else {f"server_{key}_per_job": value for key, value in per_job.items()}

@@ -40,6 +40,8 @@ class Progress:
     elapsed: float
     #: lock errors the workers met so far (each one retried or escaped)
     busy_errors: int
+    #: the run's database (``sqlite``, ``postgresql``): what the display calls those errors
+    backend: str = "sqlite"
 
     @property
     def jobs_per_second(self) -> float:
@@ -199,7 +201,7 @@ def watch(scenario: Scenario, settings: Settings, pool: WorkerPool, producers: P
             result.queue_samples.append([round(now - t0, 4), counts.total, counts.visible, counts.in_flight])
             if on_progress is not None:
                 on_progress(Progress(scenario.name, len(tally.finished), scenario.total_jobs, counts.total,
-                                     now - t0, tally.live_busy))
+                                     now - t0, tally.live_busy, settings.backend))
             if not producing:
                 if counts.total - counts.dead == 0:
                     mark("jobs_completed", tally.last_done)

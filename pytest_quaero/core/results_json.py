@@ -33,7 +33,7 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
-from pytest_quaero.core.counts import count_metrics
+from pytest_quaero.core.counts import count_metrics, server_count_metrics
 from pytest_quaero.core.files import refuse_special
 from pytest_quaero.core.metrics import RunResult
 
@@ -192,6 +192,7 @@ def metrics_of(result: RunResult) -> dict[str, float | int]:
         "criteria_failed": sum(1 for v in result.verdicts if not v.get("passed")),
     }
     out.update(count_metrics(result.extra.get("counts", {})))
+    out.update(server_count_metrics(result.extra))
     if gaps:
         out["stagger_gap_min"] = round(min(gaps), 6)
         out["stagger_gap_max"] = round(max(gaps), 6)

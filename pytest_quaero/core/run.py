@@ -245,9 +245,9 @@ def run_scenario(
             mark("completed")
             result.timeline = timeline
             result.total_duration = time.monotonic() - t0
-            log.info("Scenario %s finished: %d/%d jobs completed in %.2fs (%.1f jobs/s), %d busy errors",
+            log.info("Scenario %s finished: %d/%d jobs completed in %.2fs (%.1f jobs/s), %d %s",
                      scenario.name, result.jobs_completed, scenario.total_jobs, result.execution_time,
-                     result.throughput, result.busy_errors)
+                     result.throughput, result.busy_errors, "busy errors" if pg is None else "lock errors")
             # The reports quote real lines of this run; read them while the file is certainly here.
             result.log_excerpts = log_excerpts(log_path)
             return result

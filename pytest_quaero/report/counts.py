@@ -22,7 +22,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from pytest_quaero.core.counts import KINDS
+from pytest_quaero.core.counts import KINDS, server_rows_per_job
 from pytest_quaero.core.metrics import RunResult
 from pytest_quaero.report.locks import HARNESS, OPERATION_LABELS, OPERATION_ORDER
 from pytest_quaero.report.wording import not_measured, plural
@@ -34,13 +34,16 @@ __all__ = [
     "CountTable",
     "count_table",
     "per_job",
+    "server_counts_text",
 ]
 
 COUNTS_MEANING = (
     "Unlike the times above, these are exact counts of the successful path on every connection the run opened (a "
     "one-statement autocommit write counts as a write transaction; rows changed include those a trigger changed): a "
     "scenario does the same work in every run on any machine, so `--quaero-baseline` gates the statements, write "
-    "transactions, rows changed and rollbacks per job and the connections against the stored baseline, exactly; "
+    "transactions, rows changed and rollbacks per job and the connections against the stored baseline, exactly "
+    "(on PostgreSQL also the rows inserted, updated and deleted per job that the server itself counted in the run's "
+    "schema, whichever client wrote them); "
     "statements of retried attempts, of receives that came back empty (polls) and of the plugin's own harness thread "
     "vary with timing and are listed apart, not gated.")
 #: the write-lock table's labels (pytest_quaero.report.locks keeps its own private copy), so a row reads the same in
@@ -94,6 +97,8 @@ class CountTable:
     #: ``not gated: 3 retried statements, ...`` (empty when the result has no such figures)
     not_gated: str = ""
     missing: str | None = None
+    #: ``server counted per job: 1.05 rows inserted, ...`` (PostgreSQL; empty where the server counts nothing)
+    server: str = ""
 
     HEADERS = ("Operation", "Statements per Job", "Write Transactions per Job", "Rows Changed per Job",
                "Connections")
@@ -125,6 +130,15 @@ def _not_gated(data: Any) -> str:
     return "not gated: " + ", ".join(parts) if parts else ""
 
 
+def server_counts_text(result: RunResult) -> str:
+    """What the database server counted per job (any client, any language), gated like the counts; or ``""``."""
+    per_job_rows = server_rows_per_job(result.extra) if isinstance(result.extra, Mapping) else None
+    if per_job_rows is None:
+        return ""
+    figures = ", ".join(f"{per_job(value)} {key.replace('_', ' ')}" for key, value in per_job_rows.items())
+    return f"server counted per job (pg_stat_user_tables, every client): {figures}"
+
+
 def count_table(result: RunResult) -> CountTable:
     """The database work per job of ``result``: each operation, then the run's total."""
     counts = result.extra.get("counts")
@@ -149,5 +163,5 @@ def count_table(result: RunResult) -> CountTable:
         not_gated = _not_gated(counts.get("not_gated"))
     except (AttributeError, KeyError, TypeError, ValueError) as exc:
         return CountTable(missing=not_measured(f"the database work counts have an unexpected shape ({exc!r})"))
-    return CountTable(rows, jobs, not_gated)
+    return CountTable(rows, jobs, not_gated, server=server_counts_text(result))
 

@@ -29,7 +29,7 @@ from pytest_quaero.core.scenarios import BUILTIN
 from pytest_quaero.core.settings import Settings, parse_duration
 from pytest_quaero.report.locks import detection_checks
 from pytest_quaero.report.scaling import LINEAR_MIN_FACTOR, Scaling, measure_scaling, own_settings
-from pytest_quaero.report.wording import describe_failure
+from pytest_quaero.report.wording import describe_failure, words_for
 
 __all__ = [
     "LINEAR_MIN_FACTOR",
@@ -349,6 +349,8 @@ class ReportFigures:
         #: every run, in the report's order (template scenarios first)
         self.runs = [run for runs in self.groups.values() for run in runs]
         self.failed = failed_verdicts(self.results)
+        #: what the database's locks are called: the backends these runs used (the session's when none ran)
+        self.words = words_for(self.results, ctx.settings)
         self.totals = Totals.of(self.results)
         self.scaling = measure_scaling(self.runs, ctx.settings)
         self.claims = self._claims()
@@ -367,7 +369,7 @@ class ReportFigures:
         if self.scaling.linear is False:
             claims.append(f"Linear performance scaling: {self.scaling.verdict_text}")
         if t.busy and "sqlite_busy_errors" not in failed:
-            claims.append(f"Zero SQLITE_BUSY errors across all test scenarios: {t.busy} lock errors")
+            claims.append(f"{self.words.zero}: {t.busy} lock errors")
         if (t.deleted != t.enqueued or t.left) and "queue_deletion" not in failed:
             claims.append(f"100% queue message deletion: {t.deleted}/{t.enqueued} deleted, {t.left} left "
                           f"({t.dead} dead)")

@@ -31,8 +31,8 @@ from pytest_quaero.core.metrics import RunResult
 from pytest_quaero.core.results_json import plugin_version
 from pytest_quaero.report.counts import COUNTS_MEANING, count_table
 from pytest_quaero.report.exploration import exploration_html
-from pytest_quaero.report.locks import HOLD_WAIT_MEANING, detection_checks, lock_table
-from pytest_quaero.report.wording import describe_pool
+from pytest_quaero.report.locks import detection_checks, lock_table
+from pytest_quaero.report.wording import describe_pool, first_of_each, words_of
 from pytest_quaero.session import QuaeroSession
 
 __all__ = ["CHARTS_HINT", "COLUMNS", "HtmlIntegration", "counts_table_html", "criteria_table_html", "detection_html",
@@ -100,7 +100,8 @@ def criteria_table_html(result: RunResult, label: str, link: str | None = None) 
         f"{result.total_jobs} jobs: <span class=\"{'passed' if result.passed else 'failed'}\" "
         f"style=\"{_STATUS_STYLE[result.passed]}\">{status}</span></h3>"
         f"<p>{result.jobs_completed}/{result.total_jobs} jobs in {result.execution_time:.2f}s, "
-        f"{result.throughput:.1f} jobs/s, p95 processing {result.p95 * 1000:.1f}ms, {result.busy_errors} busy errors, "
+        f"{result.throughput:.1f} jobs/s, p95 processing {result.p95 * 1000:.1f}ms, {result.busy_errors} "
+        f"{words_of(result).errors}, "
         f"peak queue {_peak(result)}; run {escape(result.run_id)}"
         + (f"; {escape(pool)}" if pool else "") + "</p>" + exploration_html(result) +
         f"<table class=\"quaero-criteria\" style=\"{_TABLE_STYLE}\"><thead><tr>{head}</tr></thead>"
@@ -117,14 +118,24 @@ def _bordered(css: str, headers: tuple[str, ...], rows: list[tuple[str, ...]]) -
             f"<tbody>{body}</tbody></table>")
 
 
+def _databases(results: list[RunResult]) -> str:
+    """``SQLite 3.40.1`` and/or ``PostgreSQL 18.6``: the databases the session's runs used."""
+    names = []
+    for backend, result in first_of_each(results).items():
+        server = result.extra.get("postgresql", {}).get("server_version") if backend == "postgresql" else None
+        names.append(f"PostgreSQL {server or '(version not recorded)'}" if backend == "postgresql"
+                     else f"SQLite {sqlite3.sqlite_version}")
+    return ", ".join(names) or f"SQLite {sqlite3.sqlite_version}"
+
+
 def lock_table_html(result: RunResult, label: str) -> str:
     """The run's write-lock table (hold and writer wait per operation), bordered, or why it was not measured."""
-    table = lock_table(result)
-    heading = f"<h4>quaero[{escape(label)}] write lock</h4>"
+    table, words = lock_table(result), words_of(result)
+    heading = f"<h4>quaero[{escape(label)}] {words.lock}</h4>"
     if table.missing:
         return f"<div class=\"quaero-locks\">{heading}<p>{escape(table.missing)}</p></div>"
     rows = _bordered("quaero-locks-table", table.HEADERS, [table.cells(r) for r in table.rows])
-    return (f"<div class=\"quaero-locks\">{heading}<p>{escape(HOLD_WAIT_MEANING)} {table.connections} connections "
+    return (f"<div class=\"quaero-locks\">{heading}<p>{escape(words.hold_wait)} {table.connections} connections "
             f"observed.</p>{rows}</div>")
 
 
@@ -358,7 +369,7 @@ class HtmlIntegration:
             # the postfix spans the page; the prefix sits in pytest-html's 550 px summary column
             f"<div class=\"quaero-summary\" style=\"max-width: 1000px\"><h2>quaero load test: "
             f"{'FAIL' if failed else 'PASS'}</h2>"
-            "<p>SQLite " + escape(sqlite3.sqlite_version) + ", Python " + escape(platform.python_version()) + ". "
+            "<p>" + escape(_databases(results)) + ", Python " + escape(platform.python_version()) + ". "
             "Each scenario's criteria, then its charts; the scenario's name links to the test row with its tables.</p>"
         ]
         for result in results:

@@ -15,7 +15,8 @@ pytest-quaero lacks them, and a reshaped entry must not break a report):
 * ``integrity["lost_jobs"]``, ``["lost_examples"]``, ``["unfinished_children"]``,
   ``["unfinished_examples"]``;
 * ``extra["connections"]["configurations"]``: each distinct connection configuration seen
-  (busy_timeout, journal_mode, synchronous, read back from the connection), with how many
+  (busy_timeout, journal_mode, synchronous, read back from the connection; a PostgreSQL run
+  files lock_timeout, the isolation level and synchronous_commit under those keys), with how many
   connections ran with it and who opened them (``plugin``, ``setup``, ``user``, or the top
   package of the code that called ``sqlite3.connect``: ``sqlalchemy``, ``django``, ``conftest``).
 """
@@ -27,7 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pytest_quaero.core.metrics import RunResult
-from pytest_quaero.report.wording import not_measured, plural
+from pytest_quaero.report.wording import POSTGRESQL, backend_of, not_measured, plural, words_of
 
 __all__ = [
     "CONFIGURATIONS_MEANING",
@@ -57,12 +58,9 @@ OPERATION_LABELS = {
     "progress_update": "progress_update (finish_child)",
     HARNESS: "harness (the plugin's own thread: seeding checks, monitor, validation)",
 }
-HOLD_WAIT_MEANING = (
-    "Hold is how long a write transaction kept SQLite's write lock, from BEGIN IMMEDIATE returning (or the first "
-    "write of a deferred transaction) to its COMMIT or ROLLBACK; wait is how long the writer took to get the lock. "
-    "Both are timed on every connection the run opened (workers, producers, monitor, the hooks' connection() and "
-    "pytest_quaero.connect), by operation; a one-statement autocommit write (goqite's receive) cannot be split from "
-    "outside, so its whole time counts as wait and it has no hold.")
+#: the SQLite wording of both (the template's backend); :func:`pytest_quaero.report.wording.words_of` has each
+#: backend's
+HOLD_WAIT_MEANING = words_of({}).hold_wait
 #: why a figure is absent: results recorded before pytest-quaero measured it (a JSON file, a baseline) lack it
 _OLD_RESULT = "this result has no {what} (it was recorded before pytest-quaero measured it); re-run the scenario"
 #: examples shown per finding: enough to start looking, short enough for one line
@@ -85,6 +83,10 @@ class LockRow:
     busy: str
 
 
+_LOCK_HEADERS = ("Operation", "Write Transactions", "Hold p50/p95/max ms", "Writer Wait p50/p95/max ms",
+                 "Statements")
+
+
 @dataclass
 class LockTable:
     """The rows (operations, the harness last, then the total), or why there are none."""
@@ -92,9 +94,9 @@ class LockTable:
     rows: list[LockRow] = field(default_factory=list)
     connections: int | None = None
     missing: str | None = None
-
-    HEADERS = ("Operation", "Write Transactions", "Hold p50/p95/max ms", "Writer Wait p50/p95/max ms",
-               "Statements", "Busy Errors Seen")
+    # a field, so a PostgreSQL run's table names its lock errors as the server does; the class
+    # attribute (the default) keeps the template's SQLite wording
+    HEADERS: tuple[str, ...] = (*_LOCK_HEADERS, words_of({}).seen)
 
     def cells(self, row: LockRow) -> tuple[str, str, str, str, str, str]:
         return (row.label, str(row.write_transactions), row.hold, row.wait, row.statements, row.busy)
@@ -140,16 +142,12 @@ def lock_table(result: RunResult) -> LockTable:
         connections = int(locks.get("connections", 0))
     except (AttributeError, KeyError, TypeError, ValueError) as exc:
         return LockTable(missing=not_measured(f"the lock measurements have an unexpected shape ({exc!r})"))
-    return LockTable(rows, connections)
+    return LockTable(rows, connections, HEADERS=(*_LOCK_HEADERS, words_of(result).seen))
 
 
 # ---------------------------------------------------------------- connection configurations
 
-CONFIGURATIONS_MEANING = (
-    "Each distinct configuration the run's connections had, read back from SQLite on the connection itself "
-    "(a library's own connections too, at their first statement): the busy_timeout a lock error is judged "
-    "against (a \"fast\" busy error came back in under a tenth of it) is the one of the connection that raised "
-    "it, not the run's setting.")
+CONFIGURATIONS_MEANING = words_of({}).configurations
 
 
 @dataclass(frozen=True)
@@ -167,6 +165,15 @@ class ConfigurationRow:
     def cells(self) -> tuple[str, ...]:
         return (f"{self.busy_timeout_ms}ms", self.journal_mode, self.synchronous, str(self.connections),
                 self.opened_by)
+
+    def text(self, backend: str) -> str:
+        """``busy_timeout 10000ms, journal_mode wal, synchronous 1``; on PostgreSQL the server's settings
+        (the core records lock_timeout as busy_timeout_ms, the isolation level as ``postgresql read committed``)."""
+        if backend == POSTGRESQL:
+            isolation = self.journal_mode.removeprefix("postgresql ").upper()
+            return f"lock_timeout {self.busy_timeout_ms}ms, isolation {isolation}, {self.synchronous}"
+        return (f"busy_timeout {self.busy_timeout_ms}ms, journal_mode {self.journal_mode}, synchronous "
+                f"{self.synchronous}")
 
 
 def connection_configurations(result: RunResult) -> list[ConfigurationRow]:
@@ -262,7 +269,9 @@ def _stalls(result: RunResult) -> Check:
     total = _int(stalls, "total")
     if not total:
         return Check(name, "none (no receive returned nothing while a visible message stayed visible)", 0)
-    parts = [f"{n} {what}" for n, what in ((_int(stalls, "lock_held"), "while another connection held the write lock"),
+    held = ("after waiting for a row another claim held (FOR UPDATE without SKIP LOCKED)"
+            if backend_of(result) == POSTGRESQL else "while another connection held the write lock")
+    parts = [f"{n} {what}" for n, what in ((_int(stalls, "lock_held"), held),
                                           (_int(stalls, "lock_error_seen"), "after a lock error"),
                                           (_int(stalls, "lock_free"), "with the lock free")) if n]
     examples = _examples(stalls)

@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from pytest_quaero.report.wording import words_of
+
 if TYPE_CHECKING:
     from pytest_quaero.core.metrics import RunResult
     from pytest_quaero.core.run import Progress
@@ -55,9 +57,11 @@ def eta(p: Progress) -> str:
 
 
 def format_progress(p: Progress) -> str:
+    """The running line; lock errors named as the run's backend names them (:attr:`DbWords.errors`)."""
+    errors = words_of({"backend": p.backend}).errors
     fraction = p.done / p.total if p.total else 0.0
     return (f"quaero[{p.scenario}] {bar(fraction)} {p.done}/{p.total} jobs ({100 * fraction:.0f}%), "
-            f"queue {p.queue_length}, {p.jobs_per_second:.1f} jobs/s, ETA {eta(p)}, {p.busy_errors} busy errors, "
+            f"queue {p.queue_length}, {p.jobs_per_second:.1f} jobs/s, ETA {eta(p)}, {p.busy_errors} {errors}, "
             f"{p.elapsed:.1f}s")
 
 
@@ -65,7 +69,7 @@ def format_final(result: RunResult) -> str:
     status = "PASS" if result.passed else "FAIL"
     return (f"quaero[{result.scenario}] done: {result.jobs_completed}/{result.total_jobs} jobs in "
             f"{result.execution_time:.2f}s, {result.throughput:.1f} jobs/s, {result.messages_left} messages left, "
-            f"{result.busy_errors} busy errors: {status}")
+            f"{result.busy_errors} {words_of(result).errors}: {status}")
 
 
 def choose_mode(requested: str, *, verbosity: int, isatty: bool, live_logging: bool, worker: bool) -> str:

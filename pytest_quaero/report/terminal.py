@@ -15,7 +15,7 @@ from pytest_quaero.core.table import aligned
 from pytest_quaero.report.counts import count_table, per_job
 from pytest_quaero.report.exploration import exploration_text
 from pytest_quaero.report.locks import detection_summary
-from pytest_quaero.report.wording import describe_pool, plural
+from pytest_quaero.report.wording import describe_pool, plural, words_of
 
 __all__ = [
     "counts_line",
@@ -53,7 +53,7 @@ def scenario_heading(result: RunResult) -> str:
         f"quaero[{result.scenario}] {result.parents} x {result.children_per_parent} = {result.total_jobs} jobs, "
         f"{pool_text(result)}: {status} "
         f"({result.jobs_completed}/{result.total_jobs} jobs in {result.execution_time:.2f}s, "
-        f"{result.throughput:.1f} jobs/s, {result.busy_errors} busy errors)"
+        f"{result.throughput:.1f} jobs/s, {result.busy_errors} {words_of(result).errors})"
     )
     explored = exploration_text(result)
     if explored:  # N explored schedules stand behind this verdict, or one replayed
@@ -110,20 +110,22 @@ def _kept_lines(terminalreporter: Any, result: RunResult) -> None:
 
 
 def lock_line(result: RunResult) -> str:
-    """What the run's connections did with SQLite's write lock, measured on every connection."""
+    """What the run's connections did with the database's locks (SQLite's write lock, PostgreSQL's row locks),
+    measured on every connection."""
     locks = result.extra.get("locks")
     if not locks:
         return ""
+    lock = words_of(result).lock
     try:
         total = locks["total"]
         hold, wait = total["hold_ms"], total["wait_ms"]
-        return (f"  write lock: held p50 {hold['p50']:.2f}ms, p95 {hold['p95']:.2f}ms, max {hold['max']:.2f}ms over "
+        return (f"  {lock}: held p50 {hold['p50']:.2f}ms, p95 {hold['p95']:.2f}ms, max {hold['max']:.2f}ms over "
                 f"{total['write_transactions']} transactions; writers waited p95 {wait['p95']:.2f}ms, max "
                 f"{wait['max']:.2f}ms; {locks['connections']} connections, "
                 f"{sum(total['statements'].values())} statements")
     except (AttributeError, KeyError, TypeError, ValueError):
         # a reshaped entry (a result from another version) costs the line, never the summary
-        return "  write lock: not measured: the lock measurements in this result have an unexpected shape"
+        return f"  {lock}: not measured: the lock measurements in this result have an unexpected shape"
 
 
 def counts_line(result: RunResult) -> str:
@@ -137,7 +139,8 @@ def counts_line(result: RunResult) -> str:
     kinds = total.kinds_text
     return (f"  counts per job: {per_job(total.statements)} statements" + (f" ({kinds})" if kinds else "")
             + f", {per_job(total.write_transactions)} write transactions, {per_job(total.rows_changed)} rows changed; "
-            f"{plural(total.connections, 'connection')}" + (f"; {table.not_gated}" if table.not_gated else ""))
+            f"{plural(total.connections, 'connection')}" + (f"; {table.not_gated}" if table.not_gated else "")
+            + (f"; {table.server}" if table.server else ""))
 
 
 def detection_line(result: RunResult) -> str:
@@ -161,7 +164,7 @@ def gate_summary_lines(result: RunResult) -> list[str]:
         lines.extend(comparison_lines(result))
     contention = result.extra.get("contention")
     if contention:
-        lines += _contention_lines(name, contention)
+        lines += _contention_lines(name, contention, words_of(result).errors)
     faults = result.extra.get("faults")
     if faults:
         lines.append(f"{name} faults {faults['spec']}:")
@@ -182,7 +185,7 @@ def gate_summary_lines(result: RunResult) -> list[str]:
     return lines
 
 
-def _contention_lines(name: str, contention: dict[str, Any]) -> list[str]:
+def _contention_lines(name: str, contention: dict[str, Any], errors: str) -> list[str]:
     under = contention.get("checkpoint_under_load", {})
     after = contention.get("checkpoint_after", {})
     if under.get("log_frames") == -1:  # SQLite's answer when the database is not in WAL mode
@@ -196,6 +199,6 @@ def _contention_lines(name: str, contention: dict[str, Any]) -> list[str]:
         lines.append(f"  contention error: {error}")
     for load in contention.get("loads", []):
         lines.append(f"  {load.get('text', load.get('kind'))}: {load.get('iterations', 0)} rounds, "
-                     f"{load.get('busy_errors', 0)} busy errors of its own"
+                     f"{load.get('busy_errors', 0)} {errors} of its own"
                      + (f", errors: {'; '.join(load['errors'])}" if load.get("errors") else ""))
     return lines

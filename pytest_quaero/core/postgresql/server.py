@@ -189,6 +189,16 @@ def shared_server() -> Server:
         return _shared
 
 
+def _facts(dsn: str) -> tuple[str, int, bool, str, str]:
+    """What the server says of itself and the DSN's role: version, version number, CREATE allowed, user, database."""
+    with psycopg.connect(dsn, autocommit=True, connect_timeout=CONNECT_TIMEOUT_S) as conn:
+        row = conn.execute("select current_setting('server_version'), current_setting('server_version_num')::int, "
+                           "has_database_privilege(current_database(), 'CREATE'), current_user::text, "
+                           "current_database()::text").fetchone()
+    assert row is not None
+    return str(row[0]), int(row[1]), bool(row[2]), str(row[3]), str(row[4])
+
+
 def check_dsn(dsn: str, source: str = "") -> tuple[str, int]:
     """The server ``dsn`` names, checked as a run will use it: reachable, recent enough, and the role
     allowed to create the run's schema; returns its version. A :class:`ServerError` says what to fix.
@@ -197,15 +207,9 @@ def check_dsn(dsn: str, source: str = "") -> tuple[str, int]:
     """
     label = f"--quaero-dsn={redact(dsn)}" + (f" (from {source})" if source else "")
     try:
-        with psycopg.connect(dsn, autocommit=True, connect_timeout=CONNECT_TIMEOUT_S) as conn:
-            row = conn.execute("select current_setting('server_version'), "
-                               "current_setting('server_version_num')::int, "
-                               "has_database_privilege(current_database(), 'CREATE'), "
-                               "current_user, current_database()").fetchone()
+        version, number, may_create, user, database = _facts(dsn)
     except psycopg.Error as exc:
         raise ServerError(_connect_failure(dsn, exc).replace(f"--quaero-dsn={redact(dsn)}", label, 1)) from None
-    assert row is not None
-    version, number, may_create, user, database = str(row[0]), int(row[1]), bool(row[2]), row[3], row[4]
     if number < MIN_SERVER_VERSION:
         raise ServerError(f"{label}: PostgreSQL {version} is older than the oldest supported "
                           f"(13: the queue's ids come from gen_random_uuid()); use a newer server.")

@@ -6,10 +6,13 @@ import os
 
 from pytest_quaero.core.metrics import RunResult
 from pytest_quaero.report.figures import ReportFigures, Run, expected_jobs, find_query, section_names
-from pytest_quaero.report.sections.summary import environment
+from pytest_quaero.report.sections.summary import environment, server_version
 from pytest_quaero.report.wording import (
     FAIL_ICON,
     PASS_ICON,
+    POSTGRESQL,
+    SQLITE,
+    backend_of,
     duration,
     hard_breaks,
     mark,
@@ -47,9 +50,9 @@ def retry_excerpt(figures: ReportFigures) -> list[str]:
     elif not figures.results:
         lines.append(not_measured(_NO_LOG))
     else:
-        lines.append(f"None happened: no operation met a lock error in this session ({figures.totals.busy} busy "
-                     "events), so the log holds no retry to show. More contention (e.g. --quaero-workers=8 or "
-                     "--quaero-compare-fixes) produces retries.")
+        lines.append(f"None happened: no operation met a lock error in this session ({figures.totals.busy} "
+                     f"{figures.words.events}), so the log holds no retry to show. More contention (e.g. "
+                     "--quaero-workers=8 or --quaero-compare-fixes) produces retries.")
     lines.append("")
     return lines
 
@@ -152,8 +155,7 @@ def footer(figures: ReportFigures) -> list[str]:
     if os.environ.get("GITHUB_ACTIONS") == "true":
         conducted += (f" in GitHub Actions, {os.environ.get('GITHUB_REPOSITORY', '?')} run "
                       f"{os.environ.get('GITHUB_RUN_ID', '?')}")
-    sqlite = ", ".join(sorted({r.sqlite_version for r in results if r.sqlite_version})) or \
-        v.get("sqlite", "?") + " (" + not_measured("no run") + ")"
+    database = _database_versions(figures)
     python = ", ".join(sorted({r.python_version for r in results if r.python_version})) or v.get("python", "?")
     runtime = _worker_runtime(results, python)
     took = f"{duration(sum(r.total_duration for r in results))} of load runs" if results else \
@@ -163,8 +165,26 @@ def footer(figures: ReportFigures) -> list[str]:
     verdict = ("PASS" if figures.overall_passed else "FAIL") if results else \
         not_measured("no scenario ran (--quaero-scenario)")
     return hard_breaks([f"**Test Conducted By:** {conducted}", f"**Environment:** {environment(figures)}",
-                        f"**Database Version:** SQLite {sqlite}", f"**Go Version:** {runtime}",
+                        f"**Database Version:** {database}", f"**Go Version:** {runtime}",
                         f"**Test Duration:** {took}", f"**Status:** {verdict}"])
+
+
+def _database_versions(figures: ReportFigures) -> str:
+    """``SQLite 3.45.1``; on PostgreSQL the server's version and where it ran; both in a session that ran both."""
+    results, v = figures.results, figures.ctx.versions
+    if not results:
+        return (f"SQLite {v.get('sqlite', '?')}" if figures.words.sqlite else figures.words.name) + \
+            " (" + not_measured("no run") + ")"
+    parts: list[str] = []
+    sqlite = sorted({r.sqlite_version for r in results if backend_of(r) == SQLITE and r.sqlite_version})
+    if sqlite:
+        parts.append("SQLite " + ", ".join(sqlite))
+    servers = sorted({(server_version(r), bool((r.extra.get("postgresql") or {}).get("embedded")))
+                      for r in results if backend_of(r) == POSTGRESQL})
+    parts += [f"PostgreSQL {version} ("
+              + ("embedded server, started for this session" if embedded else "a server reached through the DSN") + ")"
+              for version, embedded in servers]
+    return "; ".join(parts) or f"SQLite {v.get('sqlite', '?')} (" + not_measured("no run") + ")"
 
 
 def _worker_runtime(results: list[RunResult], python: str) -> str:

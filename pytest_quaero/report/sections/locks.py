@@ -2,7 +2,7 @@
 (under Observations).
 
 None is in the team's template; they sit where the template talks about the same
-thing: the write lock and the work behind it next to the SQLITE_BUSY analysis and the
+thing: the write lock and the work behind it next to the lock error analysis and the
 retries, the per-message checks next to the behaviour the run confirmed. The figures and
 their wording come from :mod:`pytest_quaero.report.locks` and
 :mod:`pytest_quaero.report.counts`, shared with the HTML and terminal reports.
@@ -16,15 +16,13 @@ from typing import Any
 from pytest_quaero.report.counts import COUNTS_MEANING, count_table
 from pytest_quaero.report.figures import ReportFigures, expected_jobs, section_names
 from pytest_quaero.report.locks import (
-    CONFIGURATIONS_MEANING,
-    HOLD_WAIT_MEANING,
     ConfigurationRow,
     LockTable,
     connection_configurations,
     detection_checks,
     lock_table,
 )
-from pytest_quaero.report.wording import FAIL_ICON, PASS_ICON, cell, not_measured, not_run
+from pytest_quaero.report.wording import FAIL_ICON, PASS_ICON, backend_of, cell, not_measured, not_run
 
 __all__ = ["detection_section", "work_per_job_section", "write_lock_section"]
 
@@ -55,17 +53,16 @@ def _lock_lines(heading: str, run: Any) -> list[str]:
     if table.missing:
         return [f"{heading} {table.missing}", ""]
     return [f"{heading} {table.connections} connections observed", "", *_markdown_table(table), "",
-            *_configuration_lines(connection_configurations(run.result))]
+            *_configuration_lines(connection_configurations(run.result), backend_of(run.result))]
 
 
-def _configuration_lines(rows: list[ConfigurationRow]) -> list[str]:
+def _configuration_lines(rows: list[ConfigurationRow], backend: str) -> list[str]:
     """The distinct connection configurations of a run, under its lock table (nothing if none recorded)."""
     if not rows:
         return []
     kinds = "one configuration" if len(rows) == 1 else f"{len(rows)} distinct configurations"
     lines = [f"Connections by configuration ({kinds}, read back from each connection):", ""]
-    lines += [f"- busy_timeout {row.busy_timeout_ms}ms, journal_mode {row.journal_mode}, synchronous "
-              f"{row.synchronous}: {row.connections} connections, opened by {row.opened_by}" for row in rows]
+    lines += [f"- {row.text(backend)}: {row.connections} connections, opened by {row.opened_by}" for row in rows]
     return [*lines, ""]
 
 
@@ -75,7 +72,12 @@ def _count_lines(heading: str, run: Any) -> list[str]:
         return [f"{heading} {table.missing}", ""]
     lines = [heading, "", "| " + " | ".join(table.HEADERS) + " |", "|" + "|".join("---" for _ in table.HEADERS) + "|"]
     lines += ["| " + " | ".join(cell(c) for c in table.cells(row)) + " |" for row in table.rows]
-    return [*lines, ""] + ([table.not_gated, ""] if table.not_gated else [])
+    return [*lines, "", *_notes(table)]
+
+
+def _notes(table: Any) -> list[str]:
+    """What is not gated, and what the server counted, each its own paragraph."""
+    return [line for part in (table.not_gated, table.server) if part for line in (part, "")]
 
 
 def _detection_lines(heading: str, run: Any) -> list[str]:
@@ -88,7 +90,8 @@ def _detection_lines(heading: str, run: Any) -> list[str]:
 
 def write_lock_section(figures: ReportFigures) -> list[str]:
     """Each run's write-lock table: per operation, hold and writer wait p50/p95/max, statements, lock errors."""
-    lines = ["#### Write Lock Hold and Wait", "", HOLD_WAIT_MEANING, "", CONFIGURATIONS_MEANING, ""]
+    words = figures.words
+    lines = ["#### Write Lock Hold and Wait", "", words.hold_wait, "", words.configurations, ""]
     if not figures.results:
         return [*lines, not_measured(_NO_SCENARIO), ""]
     return lines + _each_run(figures, _lock_lines)

@@ -19,7 +19,17 @@ from pytest_quaero.report.figures import (
     queue_peak,
     section_names,
 )
-from pytest_quaero.report.wording import FAIL_ICON, PASS_ICON, duration, mark, names, not_measured, not_run, pct
+from pytest_quaero.report.wording import (
+    FAIL_ICON,
+    PASS_ICON,
+    duration,
+    mark,
+    names,
+    not_measured,
+    not_run,
+    pct,
+    words_of,
+)
 
 __all__ = [
     "busy_error_analysis",
@@ -40,7 +50,7 @@ _NO_SCENARIO = "no scenario ran (--quaero-scenario)"
 def busy_error_analysis(figures: ReportFigures) -> list[str]:
     """Before and after the lock fixes, and each fix alone turned off (``--quaero-compare-fixes``)."""
     t, runs = figures.totals, figures.runs
-    lines = ["## Detailed Metrics", "", "### Database Lock Resilience", "", "#### SQLITE_BUSY Error Analysis", "```"]
+    lines = ["## Detailed Metrics", "", "### Database Lock Resilience", "", f"#### {figures.words.analysis}", "```"]
     befores = [(run, b) for run in runs if (b := before_fixes(run.result)) is not None]
     per_run = ", ".join(f"{run.label}: {run.result.busy_errors}" for run in runs)
     after = f"{t.busy} errors detected" + (f" ({per_run})" if len(runs) > 1 else "") if figures.results \
@@ -72,7 +82,8 @@ def _ablation(run: Run) -> list[str]:
     rows = (fix_comparison(run.result) or {}).get("ablation") or []
     if not isinstance(rows, list) or not rows:
         return []
-    lines = ["", f"Each fix alone turned off ({run.label}; busy errors, change against the run above):"]
+    errors = words_of(run.result).errors
+    lines = ["", f"Each fix alone turned off ({run.label}; {errors}, change against the run above):"]
     for row in rows:
         if not isinstance(row, dict):
             continue
@@ -80,7 +91,7 @@ def _ablation(run: Run) -> list[str]:
         if row.get("error"):
             lines.append(f"  - without {fix}: {not_measured('that run failed: ' + str(row['error']))}")
             continue
-        lines.append(f"  - without {fix}: {row.get('busy_errors')} busy errors "
+        lines.append(f"  - without {fix}: {row.get('busy_errors')} {errors} "
                      f"({int(row.get('delta_busy_errors', 0)):+d}), {row.get('retries')} retries, "
                      f"{float(row.get('throughput', 0.0)):.1f} jobs/s")
     return lines
@@ -104,8 +115,8 @@ def retry_success_rate(figures: ReportFigures) -> list[str]:
             lines.append(f"- **Success Rate:** {100.0 * t.successful_retries / met:.1f}%")
         else:
             lines.append("- **Success Rate:** " + not_measured(
-                f"no operation met a lock error ({t.busy} busy events), so no retry happened; more contention "
-                "(for example --quaero-workers=8 or --quaero-compare-fixes) exercises the retries"))
+                f"no operation met a lock error ({t.busy} {figures.words.events}), so no retry happened; more "
+                "contention (for example --quaero-workers=8 or --quaero-compare-fixes) exercises the retries"))
     lines.append("")
     return lines
 

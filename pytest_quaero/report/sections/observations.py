@@ -11,7 +11,17 @@ from __future__ import annotations
 from pytest_quaero.core.settings import format_duration
 from pytest_quaero.report.figures import ReportFigures, Run, find_verdict
 from pytest_quaero.report.locks import STALLS, detection_checks
-from pytest_quaero.report.wording import FAIL_ICON, NONE_ICON, duration, mark, names, not_measured, pct, worker_name
+from pytest_quaero.report.wording import (
+    FAIL_ICON,
+    NONE_ICON,
+    duration,
+    mark,
+    names,
+    not_measured,
+    pct,
+    words_of,
+    worker_name,
+)
 
 __all__ = [
     "UTILIZATION_TARGET",
@@ -137,9 +147,10 @@ def _injected(run: Run) -> list[str]:
                      f"{len(faults.get('missed') or [])} never fired")
     contention = run.result.extra.get("contention")
     if isinstance(contention, dict):
+        errors = words_of(run.result).errors
         loads = [load for load in contention.get("loads") or [] if isinstance(load, dict)]
         lines.append(f"- **Outside Contention ({run.label}):** "
-                     + (", ".join(f"{load.get('kind')} ({load.get('busy_errors', 0)} busy errors of its own)"
+                     + (", ".join(f"{load.get('kind')} ({load.get('busy_errors', 0)} {errors} of its own)"
                                   for load in loads) or "no load")
                      + (f"; WAL peaked at {contention['wal_max_bytes']} bytes"
                         if isinstance(contention.get("wal_max_bytes"), int) else ""))
@@ -178,8 +189,8 @@ def priority_issues(figures: ReportFigures) -> list[str]:
         if totals.exhausted:
             high.append(f"{label}: {totals.exhausted} lock errors escaped every retry")
         if totals.fast_busy:
-            high.append(f"{label}: {totals.fast_busy} lock errors came back well before busy_timeout "
-                        "(a lock-upgrade or snapshot bug, not contention)")
+            words = words_of(r)
+            high.append(f"{label}: {totals.fast_busy} lock errors came back well before {words.timeout} {words.fast}")
         if r.job_errors:
             high.append(f"{label}: {r.job_errors} jobs hit a database error and were left for redelivery")
         for error in (r.producer_errors + r.worker_errors)[:5]:

@@ -9,6 +9,7 @@ and ``origin`` (the test that ran the scenario through the ``quaero_run`` fixtur
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
 
 from pytest_quaero.core.metrics import RunResult
 from pytest_quaero.core.scenarios import BUILTIN
@@ -20,10 +21,15 @@ from pytest_quaero.report.figures import (
 )
 from pytest_quaero.report.scaling import differences
 from pytest_quaero.report.wording import (
+    FAIL_ICON,
     NONE_ICON,
+    POSTGRESQL,
+    SQLITE,
+    backend_of,
     cell,
     describe_failure,
     duration,
+    first_of_each,
     hard_breaks,
     mark,
     names,
@@ -107,12 +113,17 @@ def environment(figures: ReportFigures) -> str:
     ctx = figures.ctx
     m, v = ctx.machine, ctx.versions
     sqlite = figures.results[0].sqlite_version if figures.results else v.get("sqlite", m.get("sqlite_version", "?"))
+    firsts = first_of_each(figures.results)
+    # a PostgreSQL run's database is the server (Python's sqlite3 is there, but nothing of the run used it)
+    databases = [f"SQLite {first.sqlite_version}" if backend == SQLITE else f"PostgreSQL {server_version(first)}"
+                 for backend, first in firsts.items()] or [f"{figures.words.name} {sqlite}" if figures.words.sqlite
+                                                           else figures.words.name]
     parts = [
         f"{m.get('system', '?')} {m.get('release', '')} {m.get('machine', '')}".strip(),
         f"{m.get('cpu_count', '?')} CPUs",
         f"host {m.get('node', '?')}",
         f"Python {v.get('python', m.get('python_version', '?'))}",
-        f"SQLite {sqlite}",
+        *databases,
         f"pytest-quaero {v.get('plugin', '?')}",
     ]
     commit = ctx.commit
@@ -121,6 +132,13 @@ def environment(figures: ReportFigures) -> str:
     else:
         parts.append("commit " + not_measured(_git_problem(str(commit.get("error") or ""))))
     return ", ".join(parts)
+
+
+def server_version(result: RunResult) -> str:
+    """The PostgreSQL server's version a run read back (``extra["postgresql"]``, else its session settings)."""
+    info = result.extra.get("postgresql")
+    version = info.get("server_version") if isinstance(info, dict) else None
+    return str(version or result.pragmas.get("server_version") or "?")
 
 
 def _git_problem(error: str) -> str:
@@ -138,7 +156,7 @@ def _git_problem(error: str) -> str:
 
 
 def key_findings(figures: ReportFigures) -> str:
-    """Three sentences: what ran, what SQLite did, which criteria failed."""
+    """Three sentences: what ran, what the database did, which criteria failed."""
     if not figures.results:
         return not_measured("no scenario ran, so there is nothing to summarise; run with --quaero-scenario=all")
     runs = "; ".join(
@@ -148,10 +166,9 @@ def key_findings(figures: ReportFigures) -> str:
     )
     t = figures.totals
     first = f"Ran {plural(len(figures.runs), 'scenario run')}: {runs}."
-    raised, codes = (("PostgreSQL raised", "SQLSTATE 40001/40P01/55P03/57014/53300")
-                     if figures.settings.backend == "postgresql" else ("SQLite raised", "SQLITE_BUSY/LOCKED"))
     second = (
-        f"{raised} {plural(t.busy, 'lock error')} ({codes}) in {t.operations} database operations, "
+        f"{figures.words.name} raised {plural(t.busy, 'lock error')} ({figures.words.codes}) in {t.operations} "
+        "database operations, "
         f"{plural(t.successful_retries, 'operation')} recovered by retrying and {t.exhausted} gave up; "
         f"{t.deleted}/{t.enqueued} queue "
         f"messages were deleted and hierarchy integrity was {pct(t.min_integrity)} at worst."
@@ -213,35 +230,30 @@ def executive_summary(figures: ReportFigures) -> list[str]:
 
 def system_configuration(figures: ReportFigures) -> list[str]:
     s = figures.settings
-    pragmas = figures.pragmas
     lines = ["## Test Configuration", "", "### System Configuration"]
     lines.append(f"- **Worker Pool Concurrency:** {s.workers} workers ({s.worker_mode} mode, worker k starts "
                  f"k x {s.describe('stagger')} after the pool)")
+    firsts = first_of_each(figures.results)
+    backends = list(firsts) or list(figures.words.backends)
     timeout = f"{s.busy_timeout_ms}ms ({s.busy_timeout_ms / 1000:g} seconds)"
-    if pragmas:
-        timeout += f"; read back from SQLite: {pragmas.get('busy_timeout_ms')}ms"
-    lines.append(f"- **SQLite Busy Timeout:** {timeout}")
+    for backend in backends:
+        pragmas = firsts[backend].pragmas if backend in firsts else {}
+        if backend == POSTGRESQL:  # the same setting is lock_timeout there
+            lines.append(f"- **PostgreSQL Lock Timeout (lock_timeout):** {timeout}"
+                         + (f"; read back from the server: {pragmas.get('lock_timeout_ms')}ms" if pragmas else ""))
+        else:
+            lines.append(f"- **SQLite Busy Timeout:** {timeout}"
+                         + (f"; read back from SQLite: {pragmas.get('busy_timeout_ms')}ms" if pragmas else ""))
     lines.append(f"- **Retry Logic:** {s.retry_attempts} attempts with exponential backoff "
                  f"({s.describe('retry_backoff')} initial delay, doubled per retry)")
     lines.append(f"- **Queue Type:** goqite-backed persistent message queue (queue {s.queue_name!r}, visibility "
                  f"timeout {s.describe('visibility_timeout')}, max receive {s.max_receive}, poll interval "
                  f"{s.describe('poll_interval')})")
-    if pragmas and "isolation" in pragmas:  # PostgreSQL: the session read back from the server
-        db_line = (f"PostgreSQL {pragmas.get('server_version', '?')}, {pragmas.get('isolation')} (read back: "
-                   f"lock_timeout={pragmas.get('lock_timeout_ms')}ms, statement_timeout="
-                   f"{pragmas.get('statement_timeout_ms')}ms, synchronous_commit={pragmas.get('synchronous_commit')})")
-    elif pragmas:
-        journal = str(pragmas.get("journal_mode", "?"))
-        mode = "WAL mode enabled" if journal.lower() == "wal" else f"journal_mode {journal} (WAL off)"
-        db_line = (f"SQLite {pragmas.get('sqlite_version', '?')} with {mode} (read back: journal_mode={journal}, "
-                   f"synchronous={pragmas.get('synchronous')}, "
-                   f"cache {int(pragmas.get('cache_size_kib', 0)) // 1024}MB)")
-    else:
-        db_line = (f"SQLite with WAL mode {'enabled' if s.wal else 'disabled'} (configured; "
-                   + not_measured("no run read the pragmas back") + ")")
-    lines.append(f"- **Database:** {db_line}")
+    lines += [f"- **Database:** {_database(backend, firsts.get(backend), s)}" for backend in backends]
     lines.append(f"- **Simulated Work per Job:** {s.describe('job_time')} (seed {s.seed}); "
-                 f"BEGIN IMMEDIATE {'on' if s.begin_immediate else 'off'}")
+                 f"{figures.words.begin(s.begin_immediate)}")
+    if POSTGRESQL in firsts:
+        lines.append(f"- **Queue Claim:** {claim_text(figures)}")
     disabled = sorted({f for run in figures.runs for f in (run.result.extra.get("disabled_fixes") or [])
                        if isinstance(f, str)})
     if disabled:
@@ -258,6 +270,51 @@ def system_configuration(figures: ReportFigures) -> list[str]:
                      "scaling leave them out")
     lines.append("")
     return lines
+
+
+def _database(backend: str, first: RunResult | None, s: Any) -> str:
+    """The database a backend's runs used, as its first run read it back."""
+    pragmas = first.pragmas if first is not None else {}
+    if backend == POSTGRESQL:
+        if not pragmas:
+            return "PostgreSQL (" + not_measured("no run read the server's settings back") + ")"
+        return (f"PostgreSQL {pragmas.get('server_version', '?')}, {pragmas.get('isolation')} (read back: "
+                f"lock_timeout={pragmas.get('lock_timeout_ms')}ms, statement_timeout="
+                f"{pragmas.get('statement_timeout_ms')}ms, synchronous_commit={pragmas.get('synchronous_commit')})")
+    if pragmas:
+        journal = str(pragmas.get("journal_mode", "?"))
+        mode = "WAL mode enabled" if journal.lower() == "wal" else f"journal_mode {journal} (WAL off)"
+        return (f"SQLite {pragmas.get('sqlite_version', '?')} with {mode} (read back: journal_mode={journal}, "
+                f"synchronous={pragmas.get('synchronous')}, cache {int(pragmas.get('cache_size_kib', 0)) // 1024}MB)")
+    return (f"SQLite with WAL mode {'enabled' if s.wal else 'disabled'} (configured; "
+            + not_measured("no run read the pragmas back") + ")")
+
+
+def claim_text(figures: ReportFigures) -> str:
+    """What the PostgreSQL runs' claim checks found: before its pool started, each run held one message of a
+    queue of its own and called the queue's receive, which must take the free one without waiting."""
+    found: list[tuple[str, Any]] = [(run.label, (run.result.extra.get("postgresql") or {}).get("claim_check"))
+                                    for run in figures.runs if backend_of(run.result) == POSTGRESQL]
+    checked = [(label, claim) for label, claim in found if isinstance(claim, dict)]
+    wrong = [f"{label}: {_claim_outcome(claim)}" for label, claim in checked if not claim.get("ok")]
+    if not checked:
+        return "FOR UPDATE SKIP LOCKED expected; " + not_measured(
+            "the workers were an external command, whose receive the plugin cannot call before the pool starts")
+    shown = f"{len(checked)} of {len(found)} runs" if len(checked) < len(found) else plural(len(checked), "run")
+    if wrong:
+        return (f"{FAIL_ICON} checked before the pool started ({shown}), with one message held by another claim and "
+                f"one free: {'; '.join(wrong)} (without FOR UPDATE SKIP LOCKED every worker queues behind the one "
+                "claiming)")
+    return (f"FOR UPDATE SKIP LOCKED confirmed: checked before the pool started ({shown}), with one message held by "
+            "another claim and one free, the receive claimed the free message without waiting")
+
+
+def _claim_outcome(claim: dict[str, Any]) -> str:
+    if claim.get("waited"):
+        return "the receive waited for the held message"
+    if claim.get("error"):
+        return f"the receive failed ({claim['error']})"
+    return f"the receive claimed {claim.get('claimed')}"
 
 
 def scenario_plan(figures: ReportFigures) -> list[str]:
