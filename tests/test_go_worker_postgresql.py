@@ -61,6 +61,10 @@ def test_light_passes_on_postgresql_with_the_go_worker(pytester: pytest.Pytester
     assert hello["pragmas"] == run_result["pragmas"] == info["session"]
     assert hello["pragmas"]["search_path"] == info["schema"] and hello["pragmas"]["lock_timeout_ms"] == 10_000
     assert info["stats"]["tables"]["goqite"]["rows_deleted"] == 100  # the server's count of the Go worker's deletes
+    # the gated server counts see the Go worker's writes: the same work per job as the built-in workers do
+    metrics = run_result["metrics"]
+    assert (metrics["server_rows_inserted_per_job"], metrics["server_rows_updated_per_job"],
+            metrics["server_rows_deleted_per_job"]) == (2.05, 4.0, 1.0)
     assert info["stats"]["connections_still_open"] == 0
 
 
