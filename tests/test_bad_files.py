@@ -31,7 +31,7 @@ from pytest_quaero.core.seed import prepare_database
 from pytest_quaero.core.settings import Settings
 
 FAST = ("--quaero-job-time=1ms", "--quaero-stagger=100ms", "--quaero-poll-interval=50ms")
-RELAXED = ("--quaero-threshold=stagger_tolerance=400ms", "--quaero-threshold=min_throughput=1")
+RELAXED = ("--quaero-threshold=stagger_tolerance=2s", "--quaero-threshold=min_throughput=1")
 BASE = ("-p", "no:randomly", "-p", "no:cacheprovider", "-p", "no:hypothesispytest", "-p", "no:benchmark")
 ROOT = hasattr(os, "geteuid") and os.geteuid() == 0
 

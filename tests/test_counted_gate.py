@@ -18,7 +18,7 @@ from pytest_quaero import items, plugin  # noqa: F401
 from pytest_quaero.core import baseline, counts, gate, run  # noqa: F401
 
 FAST = ("--quaero-job-time=1ms", "--quaero-stagger=50ms", "--quaero-poll-interval=20ms")
-RELAXED = ("--quaero-threshold=stagger_tolerance=400ms", "--quaero-threshold=min_throughput=1")
+RELAXED = ("--quaero-threshold=stagger_tolerance=2s", "--quaero-threshold=min_throughput=1")
 BASE = ("-p", "no:randomly", "-p", "no:cacheprovider", "-p", "no:hypothesispytest", "-p", "no:benchmark")
 
 EXTRA_SELECT = """

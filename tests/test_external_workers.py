@@ -20,7 +20,7 @@ from pytest_quaero.core import external, run  # noqa: F401
 
 BASE = ("-p", "no:randomly", "-p", "no:cacheprovider", "-p", "no:hypothesispytest", "-p", "no:benchmark")
 FAST = ("--quaero-job-time=1ms", "--quaero-stagger=50ms", "--quaero-poll-interval=20ms",
-        "--quaero-threshold=stagger_tolerance=400ms", "--quaero-threshold=min_throughput=1")
+        "--quaero-threshold=stagger_tolerance=2s", "--quaero-threshold=min_throughput=1")
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "external_python" / "worker.py"
 PYTHON_WORKER = f"{shlex.quote(sys.executable)} {shlex.quote(str(EXAMPLE))}"
 

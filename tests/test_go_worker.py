@@ -62,7 +62,7 @@ def test_compare_fixes_gives_the_before_and_after_table_for_go(pytester: pytest.
     result = pytester.runpytest(*BASE, "--quaero-scenario=light", f"--quaero-worker-command={go_worker}",
                                 "--quaero-compare-fixes", "--quaero-job-time=0", "--quaero-visibility-timeout=1s",
                                 # zero job time drains light in well under the template's 500ms stagger
-                                "--quaero-stagger=50ms", "--quaero-threshold=stagger_tolerance=400ms",
+                                "--quaero-stagger=50ms", "--quaero-threshold=stagger_tolerance=2s",
                                 "--quaero-report=report.md", "--quaero-json=results.json")
     result.assert_outcomes(passed=10)
     comparison = json.loads((pytester.path / "results.json").read_text())["results"][0]["extra"]["fix_comparison"]

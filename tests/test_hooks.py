@@ -25,7 +25,7 @@ from pytest_quaero.spawned import load_plugin as _load
 from pytest_quaero.spawned import ref_for as _ref_for
 
 FAST = ("--quaero-job-time=1ms", "--quaero-stagger=100ms", "--quaero-poll-interval=50ms")
-RELAXED = ("--quaero-threshold=stagger_tolerance=400ms", "--quaero-threshold=min_throughput=1")
+RELAXED = ("--quaero-threshold=stagger_tolerance=2s", "--quaero-threshold=min_throughput=1")
 BASE = ("-p", "no:randomly", "-p", "no:cacheprovider", "-p", "no:hypothesispytest", "-p", "no:benchmark")
 KEYS = [criterion.key for criterion in CRITERIA]
 

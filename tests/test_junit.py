@@ -13,7 +13,7 @@ import xml.etree.ElementTree as ET
 import pytest
 
 FAST = ("--quaero-job-time=1ms", "--quaero-stagger=50ms", "--quaero-poll-interval=20ms")
-RELAXED = ("--quaero-threshold=stagger_tolerance=400ms", "--quaero-threshold=min_throughput=1",
+RELAXED = ("--quaero-threshold=stagger_tolerance=2s", "--quaero-threshold=min_throughput=1",
            "--quaero-threshold=max_lock_hold_p95=1s", "--quaero-threshold=max_lock_hold=5s")
 
 _TEST = """

@@ -19,7 +19,7 @@ pg_server = pg_support.pg_server  # in-process runs use this very server
 
 BASE = ("-p", "no:randomly", "-p", "no:cacheprovider", "-p", "no:hypothesispytest", "-p", "no:benchmark")
 RUN = ("--quaero-backend=postgresql", "--quaero-scenario=light", "--quaero-job-time=1ms", "--quaero-stagger=50ms",
-       "--quaero-poll-interval=20ms", "--quaero-threshold=stagger_tolerance=400ms",
+       "--quaero-poll-interval=20ms", "--quaero-threshold=stagger_tolerance=2s",
        "--quaero-threshold=min_throughput=1")
 SERVER_METRICS = ("server_rows_inserted_per_job", "server_rows_updated_per_job", "server_rows_deleted_per_job")
 #: a handler that stamps its job's row once more, through a psycopg connection of its own
@@ -75,7 +75,7 @@ def test_a_write_no_client_trace_sees_is_caught_by_the_server(pytester: pytest.P
 
 def test_a_sqlite_comparison_has_no_server_rows(pytester: pytest.Pytester) -> None:
     args = ("--quaero-scenario=light", "--quaero-job-time=1ms", "--quaero-stagger=50ms",
-            "--quaero-threshold=stagger_tolerance=400ms", "--quaero-threshold=min_throughput=1")
+            "--quaero-threshold=stagger_tolerance=2s", "--quaero-threshold=min_throughput=1")
     baseline = pytester.path / "baseline.json"
     pytester.runpytest(*BASE, *args, f"--quaero-save-baseline={baseline}").assert_outcomes(passed=11)
     pytester.runpytest(*BASE, *args, f"--quaero-baseline={baseline}", "--quaero-json=out.json")

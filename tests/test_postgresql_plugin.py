@@ -21,7 +21,7 @@ pg_server = pg_support.pg_server  # the shared fixture: in-process runs use this
 
 BASE = ("-p", "no:randomly", "-p", "no:cacheprovider", "-p", "no:hypothesispytest", "-p", "no:benchmark")
 #: timing criteria loosened so a busy shared machine cannot fail them; counting criteria stay strict
-RELAXED = ("--quaero-threshold=stagger_tolerance=400ms", "--quaero-threshold=min_throughput=1")
+RELAXED = ("--quaero-threshold=stagger_tolerance=2s", "--quaero-threshold=min_throughput=1")
 KEYS = [criterion.key for criterion in CRITERIA]
 TWO_SCENARIOS = """
 from pytest_quaero.core.scenarios import Scenario
@@ -169,7 +169,7 @@ def test_two_xdist_workers_share_one_server_and_one_report(pytester: pytest.Pyte
     result = pytester.runpytest_subprocess(
         *BASE, "-n", "2", "-v", "--quaero-backend=postgresql", f"--quaero-dsn={pg_server.dsn}",
         "--quaero-scenario=tiny,small", "--quaero-job-time=1ms", "--quaero-stagger=100ms",
-        "--quaero-poll-interval=50ms", "--quaero-threshold=stagger_tolerance=400ms",
+        "--quaero-poll-interval=50ms", "--quaero-threshold=stagger_tolerance=2s",
         "--quaero-threshold=min_throughput=1", timeout=180)
     result.assert_outcomes(passed=20)
     ran = {match.group(1): match.group(2) for line in result.outlines

@@ -17,7 +17,7 @@ from pytest_quaero.core.protocols import AdaptedQueue
 
 BASE = ("-p", "no:randomly", "-p", "no:cacheprovider", "-p", "no:hypothesispytest", "-p", "no:benchmark")
 FAST = ("--quaero-job-time=1ms", "--quaero-stagger=50ms", "--quaero-poll-interval=20ms",
-        "--quaero-visibility-timeout=2s", "--quaero-threshold=stagger_tolerance=400ms",
+        "--quaero-visibility-timeout=2s", "--quaero-threshold=stagger_tolerance=2s",
         "--quaero-threshold=min_throughput=1")
 
 RETAINING = """

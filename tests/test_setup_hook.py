@@ -13,7 +13,7 @@ from pytest_quaero.core import harness, run  # noqa: F401
 
 BASE = ("-p", "no:randomly", "-p", "no:cacheprovider", "-p", "no:hypothesispytest", "-p", "no:benchmark")
 FAST = ("--quaero-job-time=1ms", "--quaero-stagger=50ms", "--quaero-poll-interval=20ms",
-        "--quaero-threshold=stagger_tolerance=400ms", "--quaero-threshold=min_throughput=1")
+        "--quaero-threshold=stagger_tolerance=2s", "--quaero-threshold=min_throughput=1")
 
 #: a queue whose table only the setup hook creates: a make_queue before the setup would fail
 CONFTEST = """

@@ -12,7 +12,7 @@ from pytest_quaero.core import run  # noqa: F401
 
 BASE = ("-p", "no:randomly", "-p", "no:cacheprovider", "-p", "no:hypothesispytest", "-p", "no:benchmark")
 FAST = ("--quaero-job-time=1ms", "--quaero-stagger=50ms", "--quaero-poll-interval=20ms",
-        "--quaero-visibility-timeout=300ms", "--quaero-threshold=stagger_tolerance=400ms",
+        "--quaero-visibility-timeout=300ms", "--quaero-threshold=stagger_tolerance=2s",
         "--quaero-threshold=min_throughput=1")
 
 STRICT_QUEUE = """

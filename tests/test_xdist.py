@@ -20,7 +20,7 @@ from pytest_quaero.xdist.merge import merge_results, overlap_verdict
 from pytest_quaero.xdist.scheduling import QuaeroScheduling
 
 FAST = ("--quaero-job-time=1ms", "--quaero-stagger=100ms", "--quaero-poll-interval=50ms")
-RELAXED = ("--quaero-threshold=stagger_tolerance=400ms", "--quaero-threshold=min_throughput=1")
+RELAXED = ("--quaero-threshold=stagger_tolerance=2s", "--quaero-threshold=min_throughput=1")
 BASE = ("-p", "no:randomly", "-p", "no:cacheprovider", "-p", "no:hypothesispytest", "-p", "no:benchmark")
 SCENARIOS = """
 from pytest_quaero.core.scenarios import Scenario
