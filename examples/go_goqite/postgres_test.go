@@ -59,15 +59,16 @@ func pythonString(t *testing.T, source, name string) string {
 }
 
 func TestPostgresSQLIsThePluginsStore(t *testing.T) {
-	store := pythonSource(t, "store.py")
+	plugin := pluginSQL(t)["postgresql"]
 	params := strings.NewReplacer("%(status)s", "$1", "%(error)s", "$2", "%(job)s", "$3", "%(done)s", "$4",
 		"%(failed)s", "$5", "%(parent)s", "$6")
-	if want := params.Replace(pythonString(t, store, "_FINISH_SQL")); pgFinishSQL != want {
-		t.Errorf("pgFinishSQL drifted from store.py's _FINISH_SQL:\n%s\nwant\n%s", pgFinishSQL, want)
+	if want := params.Replace(plugin["finish"]); pgFinishSQL != want {
+		t.Errorf("pgFinishSQL drifted from the plugin's finish statement:\n%s\nwant\n%s", pgFinishSQL, want)
 	}
-	if want := strings.Replace(pythonString(t, store, "_MARK_RUNNING_SQL"), "%s", "$1", 1); pgMarkRunningSQL != want {
-		t.Errorf("pgMarkRunningSQL drifted from store.py:\n%s\nwant\n%s", pgMarkRunningSQL, want)
+	if want := strings.Replace(plugin["mark_running"], "%s", "$1", 1); pgMarkRunningSQL != want {
+		t.Errorf("pgMarkRunningSQL drifted from the plugin's:\n%s\nwant\n%s", pgMarkRunningSQL, want)
 	}
+	store := pythonSource(t, "store.py")
 	queue := pythonSource(t, "queue.py")
 	if want := pythonString(t, queue, "SCHEMA") + pythonString(t, store, "SCHEMA"); pgSchema != want {
 		t.Errorf("testdata/schema_postgres.sql drifted from queue.py and store.py's SCHEMA")

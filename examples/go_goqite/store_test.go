@@ -3,6 +3,7 @@ package main
 import (
 	"database/sql"
 	_ "embed"
+	"encoding/json"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -164,18 +165,26 @@ func TestCopiesMatchThePluginSource(t *testing.T) {
 			t.Errorf("testdata/schema.sql is missing the plugin's %s", part.pattern)
 		}
 	}
-	// store.py builds its statements from adjacent f-string pieces: join them, then compare.
-	pieces := regexp.MustCompile(`(?m)^\s+f?"(.*)"\s*\)?$`)
-	flat := norm(strings.Join(func() []string {
-		var out []string
-		for _, m := range pieces.FindAllStringSubmatch(storePy, -1) {
-			out = append(out, m[1])
-		}
-		return out
-	}(), ""))
-	for _, stmt := range []string{markRunningSQL, finishChildSQL, parentProgressSQL, childStatusSQL} {
-		if !strings.Contains(flat, norm(stmt)) && !strings.Contains(norm(storePy), norm(stmt)) {
-			t.Errorf("store.py no longer has: %s", stmt)
+	// The store statements, as the plugin builds them (testdata/plugin_sql.json, which the plugin's
+	// tests/test_go_sql_contract.py keeps equal to its source).
+	sqlite := pluginSQL(t)["sqlite"]
+	for key, stmt := range map[string]string{"mark_running": markRunningSQL, "child_status": childStatusSQL,
+		"finish_child": finishChildSQL, "parent_progress": parentProgressSQL} {
+		if norm(stmt) != norm(sqlite[key]) {
+			t.Errorf("store.go's %s drifted from the plugin's:\n%s\nwant\n%s", key, stmt, sqlite[key])
 		}
 	}
+}
+
+//go:embed testdata/plugin_sql.json
+var pluginSQLJSON []byte
+
+// pluginSQL is testdata/plugin_sql.json: {"sqlite": {name: statement}, "postgresql": {...}}.
+func pluginSQL(t *testing.T) map[string]map[string]string {
+	t.Helper()
+	var statements map[string]map[string]string
+	if err := json.Unmarshal(pluginSQLJSON, &statements); err != nil {
+		t.Fatalf("testdata/plugin_sql.json: %v", err)
+	}
+	return statements
 }

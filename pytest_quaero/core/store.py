@@ -87,6 +87,7 @@ class StoreStatements:
 
 _SQLITE = StoreStatements.for_dialect("?", NOW)
 _FINISH_CHILD_SQL = f"update crawl_jobs set status = ?, completed_at = {NOW}, error = ? where id = ?"
+_CHILD_STATUS_SQL = "select status from crawl_jobs where id = ?"
 
 
 def create_schema(conn: sqlite3.Connection) -> None:
@@ -178,7 +179,7 @@ class JobStore(CrawlJobs[sqlite3.Connection]):
         with self._transaction():
             # Read first: the underflow guard Quaero used. With a deferred BEGIN this read
             # takes a snapshot that the writes below must upgrade; IMMEDIATE avoids that.
-            row = self.conn.execute("select status from crawl_jobs where id = ?", (job_id,)).fetchone()
+            row = self.conn.execute(_CHILD_STATUS_SQL, (job_id,)).fetchone()
             if row is None or row[0] in TERMINAL:
                 return False
             self.conn.execute(_FINISH_CHILD_SQL, (status, error[:500], job_id))
