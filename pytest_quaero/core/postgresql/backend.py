@@ -16,6 +16,7 @@ A claim that waits, fails or misses is filed as a lock error of ``queue_receive`
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
@@ -41,8 +42,11 @@ __all__ = ["CLAIM_WAIT_OPERATION", "PgRun", "check_claim", "endpoint_parts", "op
 CLAIM_WAIT_OPERATION = "queue_receive (waits for a claimed row)"
 #: the claim check's own queue: the run's queue name and this
 CLAIM_CHECK_SUFFIX = "__claim_check"
-#: how long the claim check lets a receive run while the harness holds a row (seconds)
-_CLAIM_CHECK_WAIT = 0.5
+#: the longest the claim check waits for the receive (seconds); a receive blocked by the held row is
+#: seen at once (pg_locks), this is for one that hangs otherwise
+_CLAIM_CHECK_LIMIT = 30.0
+#: how often it asks the server whether the receive is blocked (seconds)
+_CLAIM_CHECK_POLL = 0.02
 #: the monitor's own lock_timeout floor (ms): it is the harness, patient with locks
 _MONITOR_LOCK_TIMEOUT_MS = 10_000
 
@@ -73,33 +77,42 @@ def check_claim(endpoint_factory: Callable[[str, Settings], Any], dsn: str, sett
     """
     name = f"{settings.queue_name}{CLAIM_CHECK_SUFFIX}"
     outcome: dict[str, Any] = {"queue": name}
+    got: list[Any] = []
+    ready, go = threading.Event(), threading.Event()
+
+    def claim() -> None:
+        with operation(HARNESS_OPERATION):
+            try:
+                # opened before the row is held: only the receive is judged, not a slow connect on a busy machine
+                endpoint = endpoint_factory(dsn, settings.replace(source="claim check", queue_name=name))
+            except Exception as exc:  # noqa: BLE001 - whatever the queue raises is the finding
+                got.append(exc)
+                ready.set()
+                return
+            try:
+                ready.set()
+                go.wait(_CLAIM_CHECK_LIMIT)
+                message = endpoint.queue.receive()
+                got.append(None if message is None else str(message.id))
+            except Exception as exc:  # noqa: BLE001 - whatever the queue raises is the finding
+                got.append(exc)
+            finally:
+                endpoint.close()
+
     with psycopg.connect(dsn, autocommit=True) as harness:
         sent = harness.execute("insert into goqite (queue, body, created) values (%s, %s, now()), "
                                "(%s, %s, now() + %s) returning id, created", (name, b"{}", name, b"{}",
                                                                             timedelta(milliseconds=1))).fetchall()
         ids = [str(row[0]) for row in sorted(sent, key=lambda row: row[1])]  # older first
-        harness.execute("begin")
-        harness.execute("select id from goqite where id = %s for update", (ids[0],))
-        got: list[Any] = []
-
-        def claim() -> None:
-            with operation(HARNESS_OPERATION):
-                try:
-                    endpoint = endpoint_factory(dsn, settings.replace(source="claim check", queue_name=name))
-                    try:
-                        message = endpoint.queue.receive()
-                        got.append(None if message is None else str(message.id))
-                    finally:
-                        endpoint.close()
-                except Exception as exc:  # noqa: BLE001 - whatever the queue raises is the finding
-                    got.append(exc)
-
         thread = threading.Thread(target=claim, name="quaero-pg-claim-check", daemon=True)
         thread.start()
-        thread.join(_CLAIM_CHECK_WAIT)
-        outcome["waited"] = thread.is_alive()
+        ready.wait(_CLAIM_CHECK_LIMIT)
+        harness.execute("begin")
+        harness.execute("select id from goqite where id = %s for update", (ids[0],))
+        go.set()
+        outcome["waited"] = _blocked_by(harness, thread)
         harness.execute("rollback")
-        thread.join(30)
+        thread.join(_CLAIM_CHECK_LIMIT)
         harness.execute("delete from goqite where queue = %s", (name,))
     result = got[0] if got else None
     if isinstance(result, Exception):
@@ -108,6 +121,20 @@ def check_claim(endpoint_factory: Callable[[str, Settings], Any], dsn: str, sett
                           else "nothing" if result is None or isinstance(result, Exception) else str(result))
     outcome["ok"] = not outcome["waited"] and result == ids[1]
     return outcome
+
+
+def _blocked_by(harness: psycopg.Connection[Any], thread: threading.Thread) -> bool:
+    """Until the claim returns: is it waiting for the row the harness holds? Asked of the server's lock
+    table (live, not a statistics snapshot), so a claim slowed by a busy machine is not taken for one
+    that waits; one still running after the limit, for whatever reason, is."""
+    deadline = time.monotonic() + _CLAIM_CHECK_LIMIT
+    while thread.is_alive():
+        row = harness.execute("select count(*) from pg_locks where not granted "
+                              "and pg_backend_pid() = any(pg_blocking_pids(pid))").fetchone()
+        if (row is not None and row[0]) or time.monotonic() > deadline:
+            return True
+        thread.join(_CLAIM_CHECK_POLL)
+    return False
 
 
 class PgRun:
