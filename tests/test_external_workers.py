@@ -214,9 +214,11 @@ def test_a_worker_process_that_dies_mid_run(pytester: pytest.Pytester) -> None:
     result.stdout.fnmatch_lines(["*Worker Health*crashed*", "*Job Completion Rate*FAIL*"])
     run_data = results(pytester)
     # 29 finished before the 30th claim at most (the other worker may have been mid-job): the rest,
-    # the dying claim included, are still in the queue, none counted completed
+    # the dying claim included, are still in the queue, none counted completed. The process dies with
+    # both workers, so the other one may have finished its job and not yet deleted its message: one
+    # message more than the unfinished jobs at most, and never one deleted without its job finished.
     assert run_data["jobs_completed"] <= 29
-    assert run_data["messages_left"] == 100 - run_data["jobs_completed"]
+    assert 0 <= run_data["messages_left"] - (100 - run_data["jobs_completed"]) <= 1, run_data["messages_left"]
     crashed = run_data["extra"]["crashed_workers"]
     assert crashed and "exited with code 9 before the run stopped it" in crashed[0]["error"]
 
