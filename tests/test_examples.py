@@ -120,6 +120,7 @@ def test_huey_passes_every_criterion(tmp_path: Path) -> None:
     assert set(verdicts(run, "light").values()) == {"PASS"}
 
 
+@pytest.mark.slow  # a whole pytest session of its own: CI runs it with -m slow
 def test_kombu_sqlalchemy_runs_through_the_scenario(tmp_path: Path) -> None:
     pytest.importorskip("kombu")
     pytest.importorskip("sqlalchemy")
@@ -135,6 +136,7 @@ def test_kombu_sqlalchemy_runs_through_the_scenario(tmp_path: Path) -> None:
     assert run.returncode in (0, 1), run.stdout + run.stderr
 
 
+@pytest.mark.slow  # a whole pytest session of its own: CI runs it with -m slow
 def test_django_q2_runs_through_the_scenario(tmp_path: Path) -> None:
     pytest.importorskip("django_q")
     run = pytest_in(example(tmp_path, "django_q2"), "--quaero-scenario=light", *FAST, *RELAXED, "-v")

@@ -219,6 +219,7 @@ def test_live_mode_in_a_real_session(pytester: pytest.Pytester) -> None:
     assert not [line for line in shown if "jobs (" in line]
 
 
+@pytest.mark.slow  # a whole pytest session of its own: CI runs it with -m slow
 def test_xdist_controller_announces_each_scenario(report_runs) -> None:
     out = report_runs.get("xdist").stdout
     assert out.count("quaero[light] load started on an xdist worker (100 jobs)") == 1

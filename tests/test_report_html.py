@@ -30,7 +30,7 @@ def _cell(row: list[str], key: str) -> str:
     raise AssertionError(f"no col-{key} cell in {row}")
 
 
-@pytest.mark.parametrize("run", ["pass", "fail", "xdist"])
+@pytest.mark.parametrize("run", ["pass", "fail", pytest.param("xdist", marks=pytest.mark.slow)])
 def test_criterion_rows_carry_scenario_measured_required(report_runs, run: str) -> None:
     outcome = report_runs.get(run)
     data, verdicts = outcome.html_data(), outcome.json()["results"][0]["verdicts"]
@@ -49,7 +49,7 @@ def test_criterion_rows_carry_scenario_measured_required(report_runs, run: str) 
         assert _cell(row, "result") == ("Passed" if verdict["passed"] else "Failed")
 
 
-@pytest.mark.parametrize("run", ["pass", "xdist"])
+@pytest.mark.parametrize("run", ["pass", pytest.param("xdist", marks=pytest.mark.slow)])
 def test_charts_are_full_width_inline_pngs_in_the_summary(report_runs, run: str) -> None:
     pytest.importorskip("matplotlib", exc_type=ModuleNotFoundError)
     outcome = report_runs.get(run)

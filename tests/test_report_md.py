@@ -314,6 +314,7 @@ def test_step_summary_tables(report_runs) -> None:
     assert "quaero: summary appended to $GITHUB_STEP_SUMMARY" in run.stdout
 
 
+@pytest.mark.slow  # a whole pytest session of its own: CI runs it with -m slow
 def test_xdist_run_reports_the_same_content(report_runs) -> None:
     single, distributed = report_runs.get("pass"), report_runs.get("xdist")
     assert distributed.ret == 0, distributed.stdout

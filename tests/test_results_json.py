@@ -99,6 +99,7 @@ def test_junit_properties_carry_every_metric(report_runs) -> None:
         assert not any(p.get("name", "").startswith("quaero_light_") for p in case.iter("property"))
 
 
+@pytest.mark.slow  # a whole pytest session of its own: CI runs it with -m slow
 def test_junit_properties_survive_xdist(report_runs) -> None:
     tree = ET.parse(report_runs.get("xdist").files["junit"])
     names = {p.get("name") for p in tree.iter("property")}

@@ -73,6 +73,7 @@ def test_an_explicit_database_becomes_one_per_worker(pytester: pytest.Pytester) 
     assert len(runs) == 2  # both scenarios' runs, each in its worker's own file
 
 
+@pytest.mark.slow  # a whole pytest session of its own: CI runs it with -m slow
 def test_a_shared_database_is_judged_on_the_merged_result(pytester: pytest.Pytester) -> None:
     shared = pytester.path / "shared.db"
     # 50ms jobs: each share's pool runs for a quarter second or more, so the two overlap
