@@ -38,15 +38,17 @@ import tempfile
 import urllib.parse
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from pytest_quaero.core.audit_rules import (
-    PROGRESS_COUNTERS,
+    AuditResult,
     examples,
     judge_orphans,
     judge_parents,
     judge_queues,
+    progress_columns,
+    record_tree,
 )
 from pytest_quaero.core.criteria import Verdict
 from pytest_quaero.core.queue import DUE
@@ -149,22 +151,6 @@ def open_readonly(facts: FileFacts) -> Iterator[tuple[sqlite3.Connection, str]]:
             shutil.rmtree(scratch, ignore_errors=True)
 
 
-@dataclass
-class AuditResult:
-    """Everything the audit found, as plain data; ``verdicts`` per criterion key."""
-
-    path: str
-    opened: str
-    tables: list[str]
-    facts: dict[str, Any] = field(default_factory=dict)
-    verdicts: dict[str, dict[str, Any]] = field(default_factory=dict)
-    skipped: dict[str, str] = field(default_factory=dict)
-
-    def as_dict(self) -> dict[str, Any]:
-        return {"path": self.path, "opened": self.opened, "tables": self.tables, "facts": self.facts,
-                "verdicts": self.verdicts, "skipped": self.skipped}
-
-
 def _columns(conn: sqlite3.Connection, table: str) -> set[str]:
     return {row[1] for row in conn.execute(f"pragma table_info({table})").fetchall()}
 
@@ -190,15 +176,6 @@ def check_auditable(path: str, where: str = "--quaero-audit") -> FileFacts:
 
 # The parent of a child is a row with no parent (NULL in Quaero, '' here).
 _IS_PARENT = "(parent_id IS NULL OR parent_id = '')"
-
-
-def _progress_columns(cols: set[str]) -> dict[str, str] | None:
-    if set(PROGRESS_COUNTERS) <= cols:
-        return {k: f"p.{k}" for k in PROGRESS_COUNTERS}
-    if "progress_json" in cols:
-        return {k: f"COALESCE(json_extract(p.progress_json, '$.{k}'), 0)"
-                for k in PROGRESS_COUNTERS}
-    return None
 
 
 def is_dsn(target: str) -> bool:
@@ -235,7 +212,7 @@ def audit(path: str, settings: Settings) -> AuditResult:
         from pytest_quaero.core.postgresql import audit as pg  # deferred: needs the extra
 
         try:
-            return AuditResult(**vars(pg.audit_postgresql(path, settings)))
+            return pg.audit_postgresql(path, settings)
         except pg.AuditError as exc:
             raise AuditError(str(exc)) from None
     facts = check_auditable(path)
@@ -278,9 +255,8 @@ def _audit_jobs(conn: sqlite3.Connection, result: AuditResult) -> None:
     cols = _columns(conn, "crawl_jobs")
     parents = int(conn.execute(f"select count(*) from crawl_jobs where {_IS_PARENT}").fetchone()[0])
     children = int(conn.execute(f"select count(*) from crawl_jobs where not {_IS_PARENT}").fetchone()[0])
-    result.facts.update({"parents": parents, "children": children,
-                         "progress": "progress_json" if "progress_json" in cols and "total_urls" not in cols
-                         else "columns"})
+    progress = progress_columns(cols, lambda k: f"COALESCE(json_extract(p.progress_json, '$.{k}'), 0)")
+    record_tree(parents, children, cols, progress, result)
     orphan_rows = conn.execute(
         f"select c.id, c.parent_id from crawl_jobs c where not {_IS_PARENT.replace('parent_id', 'c.parent_id')} "
         f"and c.parent_id not in (select id from crawl_jobs where {_IS_PARENT}) limit 20").fetchall()
@@ -289,10 +265,7 @@ def _audit_jobs(conn: sqlite3.Connection, result: AuditResult) -> None:
         f"and c.parent_id not in (select id from crawl_jobs where {_IS_PARENT})").fetchone()[0])
     judge_orphans(orphans, orphan_rows, result)
 
-    progress = _progress_columns(cols)
     if progress is None:
-        result.skipped["children_per_parent"] = "crawl_jobs has neither progress counters nor progress_json"
-        result.skipped["parent_progress"] = result.skipped["children_per_parent"]
         return
     rows = conn.execute(
         f"select p.id, p.status, {progress['total_urls']}, {progress['completed_urls']}, "

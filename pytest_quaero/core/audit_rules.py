@@ -8,29 +8,64 @@ the same data.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
-from typing import Any, Protocol
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
 
 from pytest_quaero.core.criteria import Verdict
 
-__all__ = ["PROGRESS_COUNTERS", "AuditFindings", "examples", "judge_orphans", "judge_parents", "judge_queues"]
+__all__ = ["PROGRESS_COUNTERS", "AuditResult", "examples", "judge_orphans", "judge_parents", "judge_queues",
+           "progress_columns", "record_tree"]
 
 #: a parent's progress counters, as columns or as keys of ``progress_json``
 PROGRESS_COUNTERS = ("total_urls", "completed_urls", "failed_urls", "pending_urls")
 
 
-class AuditFindings(Protocol):
-    """What each backend's audit result holds (``AuditResult``, ``PgAudit``)."""
+@dataclass
+class AuditResult:
+    """Everything an audit found, on either backend, as plain data; ``verdicts`` per criterion key."""
 
-    facts: dict[str, Any]
-    verdicts: dict[str, dict[str, Any]]
+    path: str
+    opened: str
+    tables: list[str]
+    facts: dict[str, Any] = field(default_factory=dict)
+    verdicts: dict[str, dict[str, Any]] = field(default_factory=dict)
+    skipped: dict[str, str] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"path": self.path, "opened": self.opened, "tables": self.tables, "facts": self.facts,
+                "verdicts": self.verdicts, "skipped": self.skipped}
 
 
 def examples(rows: list[str], limit: int = 3) -> str:
     return "e.g. " + "; ".join(rows[:limit]) if rows else ""
 
 
-def judge_queues(per_queue: Mapping[str, Mapping[str, int]], max_receive: int, result: AuditFindings) -> None:
+def progress_columns(cols: set[str], from_json: Callable[[str], str]) -> dict[str, str] | None:
+    """Each progress counter of parent ``p`` as an SQL expression, or None when crawl_jobs keeps none.
+
+    This plugin's shape has the counters as columns; Quaero's keeps them in ``progress_json``,
+    read with ``from_json(key)``, the backend's JSON extraction.
+    """
+    if set(PROGRESS_COUNTERS) <= cols:
+        return {k: f"p.{k}" for k in PROGRESS_COUNTERS}
+    if "progress_json" in cols:
+        return {k: from_json(k) for k in PROGRESS_COUNTERS}
+    return None
+
+
+def record_tree(parents: int, children: int, cols: set[str], progress: dict[str, str] | None,
+                result: AuditResult) -> None:
+    """The tree's facts; without progress counters the two parent checks are skipped, with the reason."""
+    result.facts.update({"parents": parents, "children": children,
+                         "progress": "progress_json" if "progress_json" in cols and "total_urls" not in cols
+                         else "columns"})
+    if progress is None:
+        reason = "crawl_jobs has neither progress counters nor progress_json"
+        result.skipped["children_per_parent"] = result.skipped["parent_progress"] = reason
+
+
+def judge_queues(per_queue: Mapping[str, Mapping[str, int]], max_receive: int, result: AuditResult) -> None:
     """Messages left and dead messages, from ``{queue: {messages, in_flight, dead}}``.
 
     Dead is goqite's rule: received ``max_receive`` times and the visibility timeout
@@ -53,14 +88,14 @@ def judge_queues(per_queue: Mapping[str, Mapping[str, int]], max_receive: int, r
         detail=f"never delivered again: {where}" if dead else "").as_dict()
 
 
-def judge_orphans(orphans: int, orphan_rows: Iterable[tuple[Any, Any]], result: AuditFindings) -> None:
+def judge_orphans(orphans: int, orphan_rows: Iterable[tuple[Any, Any]], result: AuditResult) -> None:
     """Children whose parent row does not exist; ``orphan_rows`` are ``(child id, parent id)`` examples."""
     result.verdicts["orphans"] = Verdict(
         "orphans", "Orphaned Children", str(orphans), "= 0", orphans == 0, orphans,
         detail=examples([f"{cid} -> missing {pid}" for cid, pid in orphan_rows])).as_dict()
 
 
-def judge_parents(rows: list[tuple[Any, ...]], result: AuditFindings) -> None:
+def judge_parents(rows: list[tuple[Any, ...]], result: AuditResult) -> None:
     """Children per parent and parent progress, one row a parent.
 
     A row: ``(id, status, total, completed, failed, pending, children, children completed,

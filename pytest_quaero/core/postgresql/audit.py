@@ -22,10 +22,16 @@ missing, which it must do without it.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from pytest_quaero.core.audit_rules import PROGRESS_COUNTERS, judge_orphans, judge_parents, judge_queues
+from pytest_quaero.core.audit_rules import (
+    AuditResult,
+    judge_orphans,
+    judge_parents,
+    judge_queues,
+    progress_columns,
+    record_tree,
+)
 from pytest_quaero.core.postgresql import missing_extra, redact_dsn
 
 if TYPE_CHECKING:
@@ -33,7 +39,7 @@ if TYPE_CHECKING:
 
     from pytest_quaero.core.settings import Settings
 
-__all__ = ["SQLITE_ONLY", "AuditError", "PgAudit", "audit_postgresql", "check_postgresql", "connect_readonly"]
+__all__ = ["SQLITE_ONLY", "AuditError", "audit_postgresql", "check_postgresql", "connect_readonly"]
 
 #: seconds to wait for the server; an audit of an unreachable server is one clear error, soon
 CONNECT_TIMEOUT_S = 10
@@ -54,18 +60,6 @@ class AuditError(ValueError):
 
     Its own class, not that module's: that module imports this one (deferred), so this one cannot import it.
     """
-
-
-@dataclass
-class PgAudit:
-    """What the audit found, the fields of :class:`pytest_quaero.core.audit.AuditResult`."""
-
-    path: str
-    opened: str
-    tables: list[str]
-    facts: dict[str, Any] = field(default_factory=dict)
-    verdicts: dict[str, dict[str, Any]] = field(default_factory=dict)
-    skipped: dict[str, str] = field(default_factory=dict)
 
 
 def _label(dsn: str, where: str) -> str:
@@ -159,7 +153,7 @@ def check_postgresql(dsn: str, where: str = "--quaero-audit") -> None:
                          "options=-csearch_path=... in the DSN).")
 
 
-def audit_postgresql(dsn: str, settings: Settings) -> PgAudit:
+def audit_postgresql(dsn: str, settings: Settings) -> AuditResult:
     """Run every audit query in one read-only snapshot and judge each criterion."""
     conn = connect_readonly(dsn)
     import psycopg
@@ -167,7 +161,7 @@ def audit_postgresql(dsn: str, settings: Settings) -> PgAudit:
     try:
         conn.execute("begin isolation level repeatable read read only")
         found = _tables(conn)
-        result = PgAudit(path=redact_dsn(dsn), opened="", tables=sorted(found.values()))
+        result = AuditResult(path=redact_dsn(dsn), opened="", tables=sorted(found.values()))
         row = conn.execute("select current_setting('server_version'), current_database(), "
                            "current_setting('search_path')").fetchone()
         assert row is not None
@@ -190,7 +184,7 @@ def audit_postgresql(dsn: str, settings: Settings) -> PgAudit:
     return result
 
 
-def _audit_queue(conn: psycopg.Connection[Any], max_receive: int, result: PgAudit) -> None:
+def _audit_queue(conn: psycopg.Connection[Any], max_receive: int, result: AuditResult) -> None:
     # goqite's rule for dead, as on SQLite: received max_receive times AND the visibility timeout
     # over. now() is the transaction's start: one instant for every row.
     due = "now() >= timeout"
@@ -208,24 +202,16 @@ def _columns(conn: psycopg.Connection[Any]) -> set[str]:
         "and attnum > 0 and not attisdropped").fetchall()}
 
 
-def _progress(cols: set[str]) -> dict[str, str] | None:
-    if set(PROGRESS_COUNTERS) <= cols:
-        return {k: f"p.{k}" for k in PROGRESS_COUNTERS}
-    if "progress_json" in cols:  # Quaero's shape; json or text, read as jsonb
-        return {k: f"coalesce((nullif(p.progress_json::text, '')::jsonb ->> '{k}')::numeric, 0)"
-                for k in PROGRESS_COUNTERS}
-    return None
-
-
-def _audit_jobs(conn: psycopg.Connection[Any], result: PgAudit) -> None:
+def _audit_jobs(conn: psycopg.Connection[Any], result: AuditResult) -> None:
     cols = _columns(conn)
     parent, child = _IS_PARENT.format(""), _IS_PARENT.format("c.")
     row = conn.execute(f"select count(*) filter (where {parent}), count(*) filter (where not {parent}) "
                        "from crawl_jobs").fetchone()
     assert row is not None
-    result.facts.update({"parents": int(row[0]), "children": int(row[1]),
-                         "progress": "progress_json" if "progress_json" in cols and "total_urls" not in cols
-                         else "columns"})
+    # Quaero's progress_json, json or text, read as jsonb
+    progress = progress_columns(
+        cols, lambda k: f"coalesce((nullif(p.progress_json::text, '')::jsonb ->> '{k}')::numeric, 0)")
+    record_tree(int(row[0]), int(row[1]), cols, progress, result)
     orphaned = (f"from crawl_jobs c where not {child} and not exists "
                 f"(select 1 from crawl_jobs p where p.id = c.parent_id and {_IS_PARENT.format('p.')})")
     orphan_rows = conn.execute(f"select c.id, c.parent_id {orphaned} order by c.id limit 20").fetchall()
@@ -233,10 +219,7 @@ def _audit_jobs(conn: psycopg.Connection[Any], result: PgAudit) -> None:
     orphans = int(count_row[0]) if count_row else 0
     judge_orphans(orphans, orphan_rows, result)
 
-    progress = _progress(cols)
     if progress is None:
-        result.skipped["children_per_parent"] = "crawl_jobs has neither progress counters nor progress_json"
-        result.skipped["parent_progress"] = result.skipped["children_per_parent"]
         return
     rows = conn.execute(
         f"select p.id, p.status, {progress['total_urls']}, {progress['completed_urls']}, "
